@@ -1,0 +1,68 @@
+# dynamo-offloading: build, check and test the Helm chart.
+#
+#   make          install the toolchain, lint, render every environment and package the chart
+#   make test     the test suite (pytest against real Helm 3 and Helm 4)
+#   make help     every target
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := all
+
+VENV     := .venv
+PYTHON   := $(VENV)/bin/python
+HELM     := .tools/bin/helm
+CHART    := chart
+DIST     := dist
+RENDERED := build/rendered
+RELEASE  ?= dynamo
+VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
+ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
+PYTEST_ARGS ?=
+
+.PHONY: all help deps venv tools lint render package test clean
+
+all: lint render package ## Lint, render every environment and package the chart
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: .tools/.debian-packages ## Install the Debian packages the build needs
+.tools/.debian-packages: hack/debian-packages.txt hack/install-debian-packages.sh
+	hack/install-debian-packages.sh
+	@mkdir -p $(@D) && touch $@
+
+venv: $(VENV)/.installed ## Create .venv from the pinned requirements
+$(VENV)/.installed: requirements.txt | .tools/.debian-packages
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+tools: .tools/.helm ## Install Helm 4 (default) and Helm 3 into .tools/bin
+.tools/.helm: hack/install_helm.py | $(VENV)/.installed
+	$(PYTHON) hack/install_helm.py
+	@touch $@
+
+lint: .tools/.helm ## helm lint --strict for every environment, ruff for the Python
+	@for env in $(ENVS); do \
+	  echo "helm lint --strict -f values/$$env.yaml"; \
+	  $(HELM) lint --strict --quiet $(CHART) -f values/$$env.yaml; \
+	done
+	$(VENV)/bin/ruff check hack tests
+
+render: .tools/.helm ## Render every values/<env>.yaml into build/rendered/<env>.yaml
+	@mkdir -p $(RENDERED)
+	@for env in $(ENVS); do \
+	  $(HELM) template $(RELEASE) $(CHART) -f values/$$env.yaml > $(RENDERED)/$$env.yaml; \
+	  echo "Rendered $(RENDERED)/$$env.yaml"; \
+	done
+
+package: .tools/.helm ## Package the chart into dist/dynamo-offloading-<version>.tgz
+	@mkdir -p $(DIST)
+	$(HELM) package $(CHART) --destination $(DIST)
+	@test -f $(DIST)/dynamo-offloading-$(VERSION).tgz
+
+test: .tools/.helm ## Run the test suite
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean: ## Remove build outputs (keeps .venv and .tools)
+	rm -rf $(DIST) build .pytest_cache

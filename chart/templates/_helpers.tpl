@@ -1,0 +1,121 @@
+{{/*
+Chart name, truncated to the 63 characters a label value allows.
+*/}}
+{{- define "dynamo-offloading.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Release-qualified name used as the prefix of every object.
+*/}}
+{{- define "dynamo-offloading.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of one component's objects. Context: (dict "root" $ "component" "worker").
+*/}}
+{{- define "dynamo-offloading.component.fullname" -}}
+{{- printf "%s-%s" (include "dynamo-offloading.fullname" .root | trunc (int (sub 62 (len .component)))) .component | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dynamo-offloading.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels every object carries. Context: (dict "root" $ "component" "worker").
+*/}}
+{{- define "dynamo-offloading.labels" -}}
+helm.sh/chart: {{ include "dynamo-offloading.chart" .root }}
+{{ include "dynamo-offloading.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: {{ include "dynamo-offloading.name" .root }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels of one component. Context: (dict "root" $ "component" "worker").
+*/}}
+{{- define "dynamo-offloading.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dynamo-offloading.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Metadata block (name, namespace, labels) of one component's object.
+Context: (dict "root" $ "component" "worker" "name" "optional-name-override").
+*/}}
+{{- define "dynamo-offloading.metadata" -}}
+name: {{ .name | default (include "dynamo-offloading.component.fullname" .) }}
+namespace: {{ .root.Release.Namespace }}
+labels:
+  {{- include "dynamo-offloading.labels" . | trim | nindent 2 }}
+{{- end }}
+
+{{/*
+Image reference from {repository, tag, digest}: the digest wins over the tag.
+*/}}
+{{- define "dynamo-offloading.image" -}}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (toString .tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level settings every pod of the chart shares.
+*/}}
+{{- define "dynamo-offloading.podDefaults" -}}
+serviceAccountName: {{ include "dynamo-offloading.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.serviceAccountName" -}}
+{{- include "dynamo-offloading.fullname" . }}
+{{- end }}
+
+{{/*
+Scheduling fields from a values block with nodeSelector, affinity and tolerations.
+*/}}
+{{- define "dynamo-offloading.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Security context of a container that needs no privilege: the values block merged over
+the restricted baseline, so a values file can loosen only what it names.
+*/}}
+{{- define "dynamo-offloading.restrictedSecurityContext" -}}
+{{- $baseline := dict "allowPrivilegeEscalation" false "capabilities" (dict "drop" (list "ALL")) "seccompProfile" (dict "type" "RuntimeDefault") }}
+{{- toYaml (mustMergeOverwrite $baseline (deepCopy (default (dict) .))) }}
+{{- end }}

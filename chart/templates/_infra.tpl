@@ -1,0 +1,138 @@
+{{/*
+etcd and NATS: where the frontend and the worker find them, with their auth and TLS, and
+shared pieces of the embedded StatefulSets.
+*/}}
+
+{{/*
+A Service reference's DNS address, host:port. Context: (dict "root" $ "component" "etcd").
+The embedded server wins; otherwise the values' service block.
+*/}}
+{{- define "dynamo-offloading.infra.serviceAddress" -}}
+{{- $v := index .root.Values .component }}
+{{- if $v.embedded.enabled }}
+{{- printf "%s.%s.svc:%d" (include "dynamo-offloading.component.fullname" .) .root.Release.Namespace (int $v.embedded.clientPort) }}
+{{- else if and $v.service.name $v.service.namespace }}
+{{- printf "%s.%s.svc:%d" $v.service.name $v.service.namespace (int $v.service.port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+ETCD_ENDPOINTS. Context: (dict "root" $ "dns" bool). With dns false (a hostNetwork worker that
+cannot use cluster DNS) the explicit endpoints win; the pre-install hook's resolved pod IPs
+will take their place here.
+*/}}
+{{- define "dynamo-offloading.etcd.endpoints" -}}
+{{- $etcd := .root.Values.etcd }}
+{{- if and (not .dns) $etcd.endpoints }}
+{{- join "," $etcd.endpoints }}
+{{- else }}
+{{- $addr := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" "etcd") }}
+{{- printf "%s://%s" (ternary "https" "http" $etcd.tls.enabled) (required "etcd: set etcd.embedded.enabled, or etcd.service.namespace and etcd.service.name" $addr) }}
+{{- end }}
+{{- end }}
+
+{{/*
+NATS_SERVER. Context: (dict "root" $ "dns" bool), as for etcd.
+*/}}
+{{- define "dynamo-offloading.nats.server" -}}
+{{- $nats := .root.Values.nats }}
+{{- if and (not .dns) $nats.url }}
+{{- $nats.url }}
+{{- else }}
+{{- $addr := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" "nats") }}
+{{- printf "%s://%s" (ternary "tls" "nats" $nats.tls.enabled) (required "nats: set nats.embedded.enabled, or nats.service.namespace and nats.service.name" $addr) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment that points a Dynamo process at etcd and NATS, with credentials from Secrets and
+TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" $ "dns" bool).
+*/}}
+{{- define "dynamo-offloading.connection.env" -}}
+{{- $etcd := .root.Values.etcd }}
+{{- $nats := .root.Values.nats -}}
+- name: ETCD_ENDPOINTS
+  value: {{ include "dynamo-offloading.etcd.endpoints" . | quote }}
+{{- with $etcd.auth.existingSecret }}
+- name: ETCD_AUTH_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: {{ $etcd.auth.usernameKey }}}
+- name: ETCD_AUTH_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: {{ $etcd.auth.passwordKey }}}
+{{- end }}
+{{- if $etcd.tls.enabled }}
+- name: ETCD_AUTH_CA
+  value: /etc/dynamo/etcd-tls/{{ $etcd.tls.caKey }}
+- name: ETCD_AUTH_CLIENT_CERT
+  value: /etc/dynamo/etcd-tls/{{ $etcd.tls.certKey }}
+- name: ETCD_AUTH_CLIENT_KEY
+  value: /etc/dynamo/etcd-tls/{{ $etcd.tls.keyKey }}
+{{- end }}
+- name: NATS_SERVER
+  value: {{ include "dynamo-offloading.nats.server" . | quote }}
+{{- with $nats.auth.existingSecret }}
+- name: NATS_AUTH_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: {{ $nats.auth.userKey }}}
+- name: NATS_AUTH_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: {{ $nats.auth.passwordKey }}}
+{{- end }}
+{{- end }}
+
+{{/*
+TLS Secrets of etcd and NATS, mounted where dynamo-offloading.connection.env points.
+*/}}
+{{- define "dynamo-offloading.connection.volumeMounts" -}}
+{{- if .Values.etcd.tls.enabled }}
+- name: etcd-tls
+  mountPath: /etc/dynamo/etcd-tls
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  mountPath: /etc/dynamo/nats-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.connection.volumes" -}}
+{{- if .Values.etcd.tls.enabled }}
+- name: etcd-tls
+  secret:
+    secretName: {{ required "etcd.tls.existingSecret is required when etcd.tls.enabled" .Values.etcd.tls.existingSecret }}
+{{- end }}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  secret:
+    secretName: {{ required "nats.tls.existingSecret is required when nats.tls.enabled" .Values.nats.tls.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod security context of the embedded etcd and NATS: non-root, with the data volume group-owned.
+*/}}
+{{- define "dynamo-offloading.infra.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile: {type: RuntimeDefault}
+{{- end }}
+
+{{/*
+The data volume claim of an embedded server, from its persistence block.
+*/}}
+{{- define "dynamo-offloading.infra.volumeClaim" -}}
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  {{- with .storageClass }}
+  storageClassName: {{ . }}
+  {{- end }}
+  resources:
+    requests:
+      storage: {{ .size }}
+{{- end }}

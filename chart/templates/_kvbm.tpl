@@ -1,0 +1,94 @@
+{{/*
+KVBM tiers, switches and the startup budget they imply. Every helper takes the root context.
+*/}}
+
+{{/*
+"true" when the disk tier's directory is on the 3FS FUSE mount, else "".
+*/}}
+{{- define "dynamo-offloading.kvbm.diskOnThreefs" -}}
+{{- $mp := include "dynamo-offloading.threefs.mountpoint" . }}
+{{- $dir := .Values.kvbm.diskCacheDir | trimSuffix "/" }}
+{{- if and .Values.threefs.enabled (gt (float64 (.Values.kvbm.diskCacheGB | default 0)) 0.0) (or (eq $dir $mp) (hasPrefix (printf "%s/" $mp) $dir)) }}true{{ end }}
+{{- end }}
+
+{{/*
+Effective value of a presence-tested KVBM switch: the value when set, else on when the disk
+tier is on 3FS (FUSE has neither fallocate nor a working O_DIRECT path for KVBM).
+Context: (dict "root" $ "value" .Values.kvbm.diskDisableODirect).
+*/}}
+{{- define "dynamo-offloading.kvbm.switchOn" -}}
+{{- if kindIs "invalid" .value }}
+{{- include "dynamo-offloading.kvbm.diskOnThreefs" .root }}
+{{- else if .value }}true{{ end }}
+{{- end }}
+
+{{/*
+Seconds KVBM needs to allocate the disk tier: GB / (GB per minute), rounded up.
+*/}}
+{{- define "dynamo-offloading.kvbm.allocationSeconds" -}}
+{{- $gb := float64 (.Values.kvbm.diskCacheGB | default 0) }}
+{{- ceil (divf (mulf $gb 60.0) (float64 .Values.worker.startup.diskWriteGBPerMinute)) | int }}
+{{- end }}
+
+{{/*
+The worker's startup budget in seconds: model load + disk-tier allocation + margin.
+*/}}
+{{- define "dynamo-offloading.worker.startupBudgetSeconds" -}}
+{{- $s := .Values.worker.startup }}
+{{- add (int $s.modelLoadSeconds) (include "dynamo-offloading.kvbm.allocationSeconds" . | int) (int $s.marginSeconds) }}
+{{- end }}
+
+{{/*
+DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS: the value when set, else allocation + margin,
+never below KVBM's own default of 1800 s.
+*/}}
+{{- define "dynamo-offloading.kvbm.initTimeoutSeconds" -}}
+{{- if kindIs "invalid" .Values.kvbm.leaderWorkerInitTimeoutSeconds }}
+{{- max 1800 (add (include "dynamo-offloading.kvbm.allocationSeconds" . | int) (int .Values.worker.startup.marginSeconds)) }}
+{{- else }}
+{{- int .Values.kvbm.leaderWorkerInitTimeoutSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pinned CPU tier in GiB, rounded up (the tier is given in decimal GB).
+*/}}
+{{- define "dynamo-offloading.kvbm.cpuTierGi" -}}
+{{- ceil (divf (mulf (float64 (.Values.kvbm.cpuCacheGB | default 0)) 1000000000.0) 1073741824.0) | int }}
+{{- end }}
+
+{{/*
+The worker's KVBM environment. Presence-tested switches appear only when on.
+*/}}
+{{- define "dynamo-offloading.kvbm.env" -}}
+{{- $k := .Values.kvbm -}}
+{{- if gt (float64 ($k.cpuCacheGB | default 0)) 0.0 }}
+- name: DYN_KVBM_CPU_CACHE_GB
+  value: {{ toString $k.cpuCacheGB | quote }}
+{{- end }}
+{{- if gt (float64 ($k.diskCacheGB | default 0)) 0.0 }}
+- name: DYN_KVBM_DISK_CACHE_GB
+  value: {{ toString $k.diskCacheGB | quote }}
+- name: DYN_KVBM_DISK_CACHE_DIR
+  value: {{ $k.diskCacheDir | quote }}
+{{- end }}
+{{- if include "dynamo-offloading.kvbm.switchOn" (dict "root" . "value" $k.diskDisableODirect) }}
+- name: DYN_KVBM_DISK_DISABLE_O_DIRECT
+  value: "true"
+{{- end }}
+{{- if include "dynamo-offloading.kvbm.switchOn" (dict "root" . "value" $k.diskZerofillFallback) }}
+- name: DYN_KVBM_DISK_ZEROFILL_FALLBACK
+  value: "true"
+{{- end }}
+{{- if $k.metrics.enabled }}
+- name: DYN_KVBM_METRICS
+  value: "true"
+- name: DYN_KVBM_METRICS_PORT
+  value: {{ $k.metrics.port | quote }}
+{{- end }}
+- name: DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS
+  value: {{ include "dynamo-offloading.kvbm.initTimeoutSeconds" . | quote }}
+{{- with $k.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

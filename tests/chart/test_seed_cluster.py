@@ -1,0 +1,139 @@
+"""values/ipoib.yaml carries every setting of the seed's deployment."""
+
+import tomllib
+
+import pytest
+import yaml
+
+from tests.helm import container, env_of, environment_values, one, pod_spec, render
+
+
+@pytest.fixture(scope="module")
+def objects():
+    return render(environment_values("ipoib"))
+
+
+@pytest.fixture(scope="module")
+def worker(objects):
+    return one(objects, "StatefulSet", "worker")
+
+
+def test_engine_config_has_the_seed_settings_and_kvbm_connector(objects):
+    engine = yaml.safe_load(one(objects, "ConfigMap", "engine-config")["data"]["engine.yaml"])
+    assert engine["tensor_parallel_size"] == 1
+    assert engine["backend"] == "pytorch"
+    assert engine["max_num_tokens"] == 8192
+    assert engine["max_batch_size"] == 16
+    assert engine["enable_chunked_prefill"] is True
+    assert engine["kv_cache_config"] == {"free_gpu_memory_fraction": 0.8, "enable_partial_reuse": False}
+    assert engine["kv_connector_config"] == {
+        "connector_module": "kvbm.trtllm_integration.connector",
+        "connector_scheduler_class": "DynamoKVBMConnectorLeader",
+        "connector_worker_class": "DynamoKVBMConnectorWorker",
+    }
+
+
+def test_fuse_launcher_uses_upstream_keys(objects):
+    launcher = tomllib.loads(one(objects, "ConfigMap", "fuse-launcher")["data"]["launcher.toml"])
+    assert launcher == {
+        "allow_other": True,
+        "cluster_id": "ipoib",
+        "mountpoint": "/mnt/3fs-root/3fs",
+        "token_file": "/etc/3fs-token/token",
+        # force_use_tcp sits under [client]: 3FS rejects it at the top level, where the seed put it.
+        "client": {"force_use_tcp": True},
+        "ib_devices": {"device_filter": ["mlx5_0"], "default_pkey_index": 1},
+        "mgmtd_client": {"mgmtd_server_addresses": ["RDMA://10.2.10.55:8010"]},
+    }
+
+
+def test_fdb_cluster_file_keeps_the_seed_address(objects):
+    assert one(objects, "ConfigMap", "fdb")["data"]["fdb.cluster"].endswith("@10.2.10.55:4510")
+
+
+def test_worker_kvbm_env_is_the_seeds(worker):
+    env = env_of(container(worker, "worker"))
+    assert env["DYN_KVBM_CPU_CACHE_GB"] == "20"
+    assert env["DYN_KVBM_DISK_CACHE_GB"] == "50"
+    assert env["DYN_KVBM_DISK_CACHE_DIR"] == "/mnt/3fs-root/3fs/kvbm_cache"
+    assert env["DYN_KVBM_DISK_DISABLE_O_DIRECT"] == "true"
+    assert env["DYN_KVBM_DISK_ZEROFILL_FALLBACK"] == "true"
+    assert env["DYN_KVBM_METRICS"] == "true"
+    assert env["DYN_KVBM_METRICS_PORT"] == "6880"
+
+
+def test_worker_runs_on_the_seed_node_with_host_network(worker):
+    spec = pod_spec(worker)
+    assert spec["hostNetwork"] is True
+    assert spec["dnsPolicy"] == "Default"
+    assert spec["nodeSelector"] == {"kubernetes.io/hostname": "p02-r02-cp17"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert container(worker, "worker")["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_worker_uses_the_seed_pod_ips_for_etcd_and_nats(worker):
+    env = env_of(container(worker, "worker"))
+    assert env["ETCD_ENDPOINTS"] == "172.29.22.14:2379,172.29.202.242:2379,172.29.134.203:2379"
+    assert env["NATS_SERVER"] == "nats://172.29.182.124:4222"
+
+
+def test_frontend_reaches_etcd_and_nats_by_dns(objects):
+    frontend = one(objects, "Deployment", "frontend")
+    env = env_of(container(frontend, "frontend"))
+    assert env["ETCD_ENDPOINTS"] == "http://etcd-headless.baseten.svc:2379"
+    assert env["NATS_SERVER"] == "nats://nats-headless.baseten.svc:4222"
+    assert pod_spec(frontend)["nodeSelector"] == {"kubernetes.io/hostname": "p02-r02-cp16"}
+    args = container(frontend, "frontend")["args"]
+    assert "--http-port=8000" in args
+    assert "--router-mode=round-robin" in args
+
+
+def test_frontend_service_is_cluster_ip_on_8000(objects):
+    service = one(objects, "Service", "frontend")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["port"] == 8000
+
+
+def test_worker_runs_offline_from_the_local_snapshot(worker):
+    c = container(worker, "worker")
+    env = env_of(c)
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["TRANSFORMERS_OFFLINE"] == "1"
+    assert env["HF_HOME"] == "/data/huggingface"
+    snapshot = environment_values("ipoib")["worker"]["model"]["snapshot"]
+    assert f"--model-path=/data/huggingface/hub/models--Qwen--Qwen3-8B/snapshots/{snapshot}" in c["args"]
+    assert "--served-model-name=Qwen/Qwen3-8B" in c["args"]
+    assert "--extra-engine-args=/etc/dynamo/engine/engine.yaml" in c["args"]
+    hf = next(v for v in pod_spec(worker)["volumes"] if v["name"] == "hf-cache")
+    assert hf["hostPath"]["path"] == "/data/huggingface"
+
+
+def test_worker_status_server_and_advertised_address(worker):
+    c = container(worker, "worker")
+    env = env_of(c)
+    assert env["DYN_SYSTEM_PORT"] == "8081"
+    assert env["DYN_TCP_RPC_HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "system"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/live", "port": "system"}
+    assert {"name": "system", "containerPort": 8081, "protocol": "TCP"} in c["ports"]
+
+
+def test_images_are_the_seeds(objects, worker):
+    assert container(worker, "worker")["image"] == "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.9.0"
+    frontend = one(objects, "Deployment", "frontend")
+    assert container(frontend, "frontend")["image"] == "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.9.0"
+
+
+def test_staging_host_path_and_propagation(worker):
+    spec = pod_spec(worker)
+    root = next(v for v in spec["volumes"] if v["name"] == "threefs-mount-root")
+    assert root["hostPath"] == {"path": "/tmp/dynamo-3fs-mount", "type": "DirectoryOrCreate"}
+    sidecar_mount = next(m for m in container(worker, "fuse-sidecar")["volumeMounts"] if m["name"] == "threefs-mount-root")
+    worker_mount = next(m for m in container(worker, "worker")["volumeMounts"] if m["name"] == "threefs-mount-root")
+    assert sidecar_mount["mountPath"] == worker_mount["mountPath"] == "/mnt/3fs-root"
+    assert sidecar_mount["mountPropagation"] == "Bidirectional"
+    assert worker_mount["mountPropagation"] == "HostToContainer"
+
+
+def test_no_namespace_object(objects):
+    assert not [o for o in objects if o["kind"] == "Namespace"]

@@ -1,0 +1,121 @@
+"""Render the chart with real Helm binaries through pyhelm3, and run the helm commands pyhelm3 lacks."""
+
+import asyncio
+import functools
+import json
+import pathlib
+import subprocess
+
+import pyhelm3
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHART = ROOT / "chart"
+ENVIRONMENTS = sorted(p.stem for p in (ROOT / "values").glob("*.yaml"))
+HELM_MAJORS = (3, 4)
+RELEASE = "dynamo"
+NAMESPACE = "dynamo-test"
+
+
+def helm_executable(major):
+    """The helm binary of one major version, installed by `make tools`."""
+    path = ROOT / ".tools" / "bin" / f"helm{major}"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `make tools`")
+    return str(path)
+
+
+def environment_values(env):
+    return yaml.safe_load((ROOT / "values" / f"{env}.yaml").read_text()) or {}
+
+
+@functools.lru_cache(maxsize=None)
+def _client(major):
+    return pyhelm3.Client(executable=helm_executable(major))
+
+
+@functools.lru_cache(maxsize=256)
+def _render_cached(major, values_json):
+    async def run():
+        client = _client(major)
+        chart = await client.get_chart(CHART)
+        return list(await client.template_resources(chart, RELEASE, json.loads(values_json), namespace=NAMESPACE))
+
+    return tuple(doc for doc in asyncio.run(run()) if doc)
+
+
+def overlay(*values):
+    """Merge values dicts the way `helm -f a.yaml -f b.yaml` does: maps deep-merged, the rest replaced."""
+    merged = {}
+    for layer in values:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = overlay(merged[key], value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def render(*values, major=4):
+    """Render the chart with the given values dicts layered in order; return the objects (fresh copies)."""
+    merged = overlay(*values)
+    docs = _render_cached(major, json.dumps(merged, sort_keys=True))
+    return json.loads(json.dumps(docs))
+
+
+def render_error(*values, major=4):
+    """Render expecting failure; return Helm's error message."""
+    try:
+        render(*values, major=major)
+    except pyhelm3.errors.Error as err:
+        return str(err)
+    raise AssertionError("rendering succeeded, expected an error")
+
+
+def helm(major, *args, check=True):
+    """Run a helm command directly (lint, template flags pyhelm3 does not pass)."""
+    return subprocess.run([helm_executable(major), *args], capture_output=True, text=True, timeout=120, check=check)
+
+
+def find(objects, kind, component=None):
+    """Objects of one kind, optionally of one app.kubernetes.io/component."""
+    found = [
+        o for o in objects
+        if o["kind"] == kind
+        and (component is None or o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component)
+    ]
+    return found
+
+
+def one(objects, kind, component=None):
+    found = find(objects, kind, component)
+    assert len(found) == 1, f"expected one {kind} {component or ''}, got {len(found)}"
+    return found[0]
+
+
+def pod_spec(obj):
+    return obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+
+
+def containers(obj):
+    """Every container of a workload, init containers first."""
+    spec = pod_spec(obj)
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def container(obj, name):
+    matches = [c for c in containers(obj) if c["name"] == name]
+    assert matches, f"no container {name} in {obj['kind']} {obj['metadata']['name']}"
+    return matches[0]
+
+
+def env_of(c):
+    """A container's plain env values by name (valueFrom entries map to their source dict)."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
+
+
+def workloads(objects):
+    return [o for o in objects if o["kind"] in WORKLOAD_KINDS]
