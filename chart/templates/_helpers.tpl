@@ -119,3 +119,21 @@ the restricted baseline, so a values file can loosen only what it names.
 {{- $baseline := dict "allowPrivilegeEscalation" false "capabilities" (dict "drop" (list "ALL")) "seccompProfile" (dict "type" "RuntimeDefault") }}
 {{- toYaml (mustMergeOverwrite $baseline (deepCopy (default (dict) .))) }}
 {{- end }}
+
+{{/*
+Value paths that still hold a PLACEHOLDER, one per line. Context: (dict "path" "" "value" .Values).
+*/}}
+{{- define "dynamo-offloading.placeholders" -}}
+{{- $path := .path }}
+{{- if kindIs "map" .value }}
+{{- range $k, $v := .value }}
+{{- include "dynamo-offloading.placeholders" (dict "path" (printf "%s%s." $path $k) "value" $v) }}
+{{- end }}
+{{- else if kindIs "slice" .value }}
+{{- range $i, $v := .value }}
+{{- include "dynamo-offloading.placeholders" (dict "path" (printf "%s%d." $path $i) "value" $v) }}
+{{- end }}
+{{- else if and (kindIs "string" .value) (contains "PLACEHOLDER" .value) }}
+{{- printf "%s=%s\n" ($path | trimSuffix ".") .value }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,125 @@
+"""KVBM: presence-tested switches, the startup budget, the init timeout and the memory limit."""
+
+import math
+
+import pytest
+
+from tests.helm import container, env_of, environment_values, one, render
+
+ON_3FS = environment_values("ipoib")
+LOCAL = environment_values("standalone")
+
+
+def worker_container(*values):
+    return container(one(render(*values), "StatefulSet", "worker"), "worker")
+
+
+def kvbm_env(*values):
+    return env_of(worker_container(*values))
+
+
+SWITCHES = ("DYN_KVBM_DISK_DISABLE_O_DIRECT", "DYN_KVBM_DISK_ZEROFILL_FALLBACK")
+
+
+def test_switches_default_on_when_the_disk_tier_is_on_3fs():
+    env = kvbm_env(ON_3FS, {"kvbm": {"diskDisableODirect": None, "diskZerofillFallback": None}})
+    assert all(env[name] == "true" for name in SWITCHES)
+
+
+def test_switches_absent_when_the_disk_tier_is_local():
+    env = kvbm_env(LOCAL)
+    assert not set(SWITCHES) & set(env)
+
+
+@pytest.mark.parametrize("switch,name", [("diskDisableODirect", SWITCHES[0]), ("diskZerofillFallback", SWITCHES[1])])
+def test_a_switch_turned_off_is_absent_never_false(switch, name):
+    """KVBM tests these variables for presence: "false" would turn them on."""
+    env = kvbm_env(ON_3FS, {"kvbm": {switch: False}})
+    assert name not in env
+    other = next(n for n in SWITCHES if n != name)
+    assert env[other] == "true"
+
+
+@pytest.mark.parametrize("switch,name", [("diskDisableODirect", SWITCHES[0]), ("diskZerofillFallback", SWITCHES[1])])
+def test_a_switch_can_be_forced_on_for_a_local_disk(switch, name):
+    assert kvbm_env(LOCAL, {"kvbm": {switch: True}})[name] == "true"
+
+
+def test_no_rendered_env_is_false():
+    for values in (ON_3FS, LOCAL, {**ON_3FS, "kvbm": {**ON_3FS["kvbm"], "diskDisableODirect": False}}):
+        for e in worker_container(values)["env"]:
+            if e["name"].startswith("DYN_KVBM_DISK_"):
+                assert e.get("value") != "false", e
+
+
+def test_cpu_tier_only_renders_no_disk_env():
+    env = kvbm_env(LOCAL, {"kvbm": {"diskCacheGB": 0}})
+    assert env["DYN_KVBM_CPU_CACHE_GB"] == "20"
+    assert "DYN_KVBM_DISK_CACHE_GB" not in env and "DYN_KVBM_DISK_CACHE_DIR" not in env
+
+
+def test_metrics_port_is_kvbms_own():
+    c = worker_container(ON_3FS)
+    assert env_of(c)["DYN_KVBM_METRICS_PORT"] == "6880"
+    assert {"name": "kvbm-metrics", "containerPort": 6880, "protocol": "TCP"} in c["ports"]
+    off = kvbm_env(ON_3FS, {"kvbm": {"metrics": {"enabled": False}}})
+    assert "DYN_KVBM_METRICS" not in off and "DYN_KVBM_METRICS_PORT" not in off
+
+
+@pytest.mark.parametrize("disk_gb,rate", [(50, 4), (120, 4), (500, 4), (200, 10), (12.5, 4), (0, 4)])
+def test_startup_budget_and_init_timeout(disk_gb, rate):
+    startup = {"modelLoadSeconds": 600, "diskWriteGBPerMinute": rate, "marginSeconds": 300, "periodSeconds": 10}
+    c = worker_container(ON_3FS, {"kvbm": {"diskCacheGB": disk_gb}, "worker": {"startup": startup}})
+    allocation = math.ceil(disk_gb * 60 / rate)
+    budget = 600 + allocation + 300
+    probe = c["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= budget
+    assert probe["periodSeconds"] * (probe["failureThreshold"] - 1) < budget
+    init_timeout = int(env_of(c)["DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS"])
+    assert init_timeout >= allocation + 300
+    assert init_timeout >= 1800  # never below KVBM's own default
+
+
+def test_a_large_disk_tier_raises_the_init_timeout_past_1800():
+    """At 4 GB/min, 500 GB take 125 min: KVBM's 1800 s default would kill the start."""
+    env = kvbm_env(ON_3FS, {"kvbm": {"diskCacheGB": 500}})
+    assert int(env["DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS"]) == 7500 + 300
+
+
+def test_init_timeout_can_be_set():
+    env = kvbm_env(ON_3FS, {"kvbm": {"leaderWorkerInitTimeoutSeconds": 4000}})
+    assert env["DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS"] == "4000"
+
+
+@pytest.mark.parametrize("cpu_gb,expected_gi", [(20, 19 + 32), (100, 94 + 32), (0, 32), (1.5, 2 + 32)])
+def test_memory_limit_leaves_room_for_the_pinned_cpu_tier(cpu_gb, expected_gi):
+    resources = worker_container(ON_3FS, {"kvbm": {"cpuCacheGB": cpu_gb}})["resources"]
+    assert resources["limits"]["memory"] == f"{expected_gi}Gi"
+    assert expected_gi * 2**30 >= cpu_gb * 10**9 + 32 * 2**30
+
+
+def test_an_explicit_memory_limit_wins():
+    resources = worker_container(ON_3FS, {"worker": {"resources": {"limits": {"memory": "200Gi"}}}})["resources"]
+    assert resources["limits"]["memory"] == "200Gi"
+
+
+def test_worker_liveness_watches_the_3fs_mount():
+    c = worker_container(ON_3FS)
+    script = " ".join(c["livenessProbe"]["exec"]["command"])
+    assert 'stat -c %d "/mnt/3fs-root/3fs"' in script and "/live" in script
+    assert "stat -c %d" in c["command"][2]
+
+
+def test_worker_liveness_is_plain_http_off_3fs():
+    assert worker_container(LOCAL)["livenessProbe"]["httpGet"] == {"path": "/live", "port": "system"}
+
+
+def test_notes_show_the_allocation_estimate():
+    """NOTES.txt is rendered only by install; Helm 3's --dry-run=client still asks the API server for
+    its version, so this runs on Helm 4, whose client dry run needs no cluster."""
+    from tests.helm import CHART, ROOT, helm
+
+    args = ["install", "dynamo", str(CHART), "--dry-run=client", "-f", str(ROOT / "values/ipoib.yaml")]
+    notes = helm(4, *args).stdout.split("NOTES:")[1]
+    assert "750 s to allocate the 50 GB disk tier at 4 GB/min" in notes
+    assert "worker.model.snapshot=PLACEHOLDER-snapshot-hash" in notes
