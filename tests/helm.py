@@ -29,7 +29,7 @@ def environment_values(env):
     return yaml.safe_load((ROOT / "values" / f"{env}.yaml").read_text()) or {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _client(major):
     return pyhelm3.Client(executable=helm_executable(major))
 

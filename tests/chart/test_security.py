@@ -6,7 +6,16 @@ import json
 import pytest
 
 from tests.helm import (
-    CHART, containers, environment_values, find, helm, one, pod_spec, render, render_error, workloads,
+    CHART,
+    containers,
+    environment_values,
+    find,
+    helm,
+    one,
+    pod_spec,
+    render,
+    render_error,
+    workloads,
 )
 
 EVERYTHING_ON = {

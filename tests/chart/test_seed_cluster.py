@@ -128,8 +128,10 @@ def test_staging_host_path_and_propagation(worker):
     spec = pod_spec(worker)
     root = next(v for v in spec["volumes"] if v["name"] == "threefs-mount-root")
     assert root["hostPath"] == {"path": "/tmp/dynamo-3fs-mount", "type": "DirectoryOrCreate"}
-    sidecar_mount = next(m for m in container(worker, "fuse-sidecar")["volumeMounts"] if m["name"] == "threefs-mount-root")
-    worker_mount = next(m for m in container(worker, "worker")["volumeMounts"] if m["name"] == "threefs-mount-root")
+    def mount_root(name):
+        return next(m for m in container(worker, name)["volumeMounts"] if m["name"] == "threefs-mount-root")
+
+    sidecar_mount, worker_mount = mount_root("fuse-sidecar"), mount_root("worker")
     assert sidecar_mount["mountPath"] == worker_mount["mountPath"] == "/mnt/3fs-root"
     assert sidecar_mount["mountPropagation"] == "Bidirectional"
     assert worker_mount["mountPropagation"] == "HostToContainer"
