@@ -74,7 +74,7 @@ TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" 
 {{- with $nats.auth.existingSecret }}
 - name: NATS_AUTH_USERNAME
   valueFrom:
-    secretKeyRef: {name: {{ . }}, key: {{ $nats.auth.userKey }}}
+    secretKeyRef: {name: {{ . }}, key: {{ $nats.auth.usernameKey }}}
 - name: NATS_AUTH_PASSWORD
   valueFrom:
     secretKeyRef: {name: {{ . }}, key: {{ $nats.auth.passwordKey }}}

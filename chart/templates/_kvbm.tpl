@@ -86,6 +86,10 @@ The worker's KVBM environment. Presence-tested switches appear only when on.
 - name: DYN_KVBM_METRICS_PORT
   value: {{ $k.metrics.port | quote }}
 {{- end }}
+- name: DYN_KVBM_LEADER_ZMQ_PUB_PORT
+  value: {{ $k.leaderZmqPubPort | quote }}
+- name: DYN_KVBM_LEADER_ZMQ_ACK_PORT
+  value: {{ $k.leaderZmqAckPort | quote }}
 - name: DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS
   value: {{ include "dynamo-offloading.kvbm.initTimeoutSeconds" . | quote }}
 {{- with $k.extraEnv }}

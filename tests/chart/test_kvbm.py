@@ -69,7 +69,7 @@ def test_metrics_port_is_kvbms_own():
 @pytest.mark.parametrize("disk_gb,rate", [(50, 4), (120, 4), (500, 4), (200, 10), (12.5, 4), (0, 4)])
 def test_startup_budget_and_init_timeout(disk_gb, rate):
     startup = {"modelLoadSeconds": 600, "diskWriteGBPerMinute": rate, "marginSeconds": 300, "periodSeconds": 10}
-    c = worker_container(ON_3FS, {"kvbm": {"diskCacheGB": disk_gb}, "worker": {"startup": startup}})
+    c = worker_container(ON_3FS, {"kvbm": {"cpuCacheGB": 10, "diskCacheGB": disk_gb}, "worker": {"startup": startup}})
     allocation = math.ceil(disk_gb * 60 / rate)
     budget = 600 + allocation + 300
     probe = c["startupProbe"]
@@ -93,7 +93,7 @@ def test_init_timeout_can_be_set():
 
 @pytest.mark.parametrize("cpu_gb,expected_gi", [(20, 19 + 32), (100, 94 + 32), (0, 32), (1.5, 2 + 32)])
 def test_memory_limit_leaves_room_for_the_pinned_cpu_tier(cpu_gb, expected_gi):
-    resources = worker_container(ON_3FS, {"kvbm": {"cpuCacheGB": cpu_gb}})["resources"]
+    resources = worker_container(ON_3FS, {"kvbm": {"cpuCacheGB": cpu_gb, "diskCacheGB": 200}})["resources"]
     assert resources["limits"]["memory"] == f"{expected_gi}Gi"
     assert expected_gi * 2**30 >= cpu_gb * 10**9 + 32 * 2**30
 

@@ -18,9 +18,10 @@ from tests.helm import (
     workloads,
 )
 
+NO_SERVICE = {"name": "", "namespace": ""}
 EVERYTHING_ON = {
-    "etcd": {"embedded": {"enabled": True}},
-    "nats": {"embedded": {"enabled": True}},
+    "etcd": {"embedded": {"enabled": True}, "endpoints": [], "service": NO_SERVICE},
+    "nats": {"embedded": {"enabled": True}, "url": "", "service": NO_SERVICE},
     "modelDownloader": {"enabled": True},
 }
 TOKEN = "s3cr3t-3fs-token-value"

@@ -1,0 +1,156 @@
+{{/*
+Cross-field rules a JSON Schema cannot say; generator/rules.py holds the same rules for the
+environments in values/. Every problem is collected, then one fail reports them all.
+*/}}
+{{- define "dynamo-offloading.validateValues" -}}
+{{- $messages := list }}
+{{- range $rule := list "kvbmTiers" "diskOnThreefs" "threefs" "connections" "ports" "startup" "memory" }}
+{{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
+{{- if $out }}
+{{- $messages = concat $messages (splitList "\n" $out | compact) }}
+{{- end }}
+{{- end }}
+{{- if $messages }}
+{{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages)) }}
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validate.gb" -}}
+{{- float64 (. | default 0) }}
+{{- end }}
+
+{{/*
+"true" when path (a directory) is dir or below it. Context: (list path dir).
+*/}}
+{{- define "dynamo-offloading.validate.under" -}}
+{{- $path := index . 0 | trimSuffix "/" }}
+{{- $dir := index . 1 | trimSuffix "/" }}
+{{- if or (eq $path $dir) (hasPrefix (printf "%s/" $dir) $path) }}true{{ end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.kvbmTiers" -}}
+{{- $cpu := include "dynamo-offloading.validate.gb" .Values.kvbm.cpuCacheGB | float64 }}
+{{- $disk := include "dynamo-offloading.validate.gb" .Values.kvbm.diskCacheGB | float64 }}
+{{- if and (le $cpu 0.0) (le $disk 0.0) }}
+kvbm.cpuCacheGB, kvbm.diskCacheGB: KVBM needs at least one tier; set --set kvbm.cpuCacheGB=20 and/or --set kvbm.diskCacheGB=50
+{{- else if and (gt $disk 0.0) (lt $disk $cpu) }}
+kvbm.diskCacheGB: the disk tier ({{ .Values.kvbm.diskCacheGB }} GB) is smaller than the CPU tier ({{ .Values.kvbm.cpuCacheGB }} GB); KVBM is write-through, so set kvbm.diskCacheGB >= kvbm.cpuCacheGB
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.diskOnThreefs" -}}
+{{- $k := .Values.kvbm }}
+{{- $t := .Values.threefs }}
+{{- $disk := include "dynamo-offloading.validate.gb" $k.diskCacheGB | float64 }}
+{{- $mp := include "dynamo-offloading.threefs.mountpoint" . }}
+{{- $inRoot := include "dynamo-offloading.validate.under" (list $k.diskCacheDir $t.mountRoot.mountPath) }}
+{{- if and (gt $disk 0.0) (not $t.enabled) $inRoot }}
+kvbm.diskCacheDir: {{ $k.diskCacheDir }} is under the 3FS mount root {{ $t.mountRoot.mountPath }} but threefs.enabled is false, so the cache would land in the node's staging directory; set --set threefs.enabled=true or point kvbm.diskCacheDir elsewhere
+{{- end }}
+{{- if and $t.enabled (gt $disk 0.0) $inRoot (not (include "dynamo-offloading.validate.under" (list $k.diskCacheDir $mp))) }}
+kvbm.diskCacheDir: {{ $k.diskCacheDir }} is in the staging directory beside the 3FS mountpoint {{ $mp }}, not on 3FS; put it under {{ $mp }}
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.threefs" -}}
+{{- $t := .Values.threefs }}
+{{- if $t.enabled }}
+{{- if not $t.mgmtdAddresses }}
+threefs.mgmtdAddresses: required when threefs.enabled, e.g. --set threefs.mgmtdAddresses={RDMA://10.0.0.1:8000}
+{{- end }}
+{{- if not $t.clusterId }}
+threefs.clusterId: required when threefs.enabled (the 3FS cluster id)
+{{- end }}
+{{- if eq (not $t.token) (not $t.existingSecret) }}
+threefs.token, threefs.existingSecret: set exactly one when threefs.enabled (prefer existingSecret: kubectl create secret generic threefs-token --from-literal=token=...)
+{{- end }}
+{{- if and (eq $t.transport "rdma") (not $t.ibDevices.deviceFilter) }}
+threefs.ibDevices.deviceFilter: required with threefs.transport=rdma, e.g. [mlx5_0]
+{{- end }}
+{{- if or (not $t.fuse.image.repository) (not (or $t.fuse.image.tag $t.fuse.image.digest)) }}
+threefs.fuse.image: repository and tag (or digest) are required when threefs.enabled; no public 3FS FUSE image exists, so set your own
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+One of etcd/NATS. Context: (dict "name" "etcd" "explicitKey" "endpoints" "values" .Values.etcd).
+*/}}
+{{- define "dynamo-offloading.validate.connection" -}}
+{{- $name := .name }}
+{{- $v := .values }}
+{{- $explicit := not (empty (index $v .explicitKey)) }}
+{{- $service := or (not (empty $v.service.name)) (not (empty $v.service.namespace)) }}
+{{- if and $service (not (and $v.service.name $v.service.namespace)) }}
+{{ $name }}.service.name, {{ $name }}.service.namespace: set both to refer to an existing Service
+{{- end }}
+{{- if and $v.embedded.enabled (or $explicit $service) }}
+{{- $others := list }}
+{{- if $explicit }}{{ $others = append $others (printf "%s.%s" $name .explicitKey) }}{{ end }}
+{{- if $service }}{{ $others = append $others (printf "%s.service" $name) }}{{ end }}
+{{ $name }}.embedded.enabled, {{ join ", " $others }}: the worker's {{ $name }} comes from exactly one source; unset {{ join ", " $others }} to use the embedded server, or turn {{ $name }}.embedded.enabled off
+{{- end }}
+{{- if not (or $v.embedded.enabled $explicit $service) }}
+{{ $name }}.embedded.enabled, {{ $name }}.{{ .explicitKey }}, {{ $name }}.service: no {{ $name }} is configured; set --set {{ $name }}.embedded.enabled=true, or {{ $name }}.service.namespace and {{ $name }}.service.name
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.connections" -}}
+{{ include "dynamo-offloading.validate.connection" (dict "name" "etcd" "explicitKey" "endpoints" "values" .Values.etcd) }}
+{{ include "dynamo-offloading.validate.connection" (dict "name" "nats" "explicitKey" "url" "values" .Values.nats) }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.ports" -}}
+{{- $ports := list (list "worker.systemPort" .Values.worker.systemPort) (list "kvbm.leaderZmqPubPort" .Values.kvbm.leaderZmqPubPort) (list "kvbm.leaderZmqAckPort" .Values.kvbm.leaderZmqAckPort) }}
+{{- if .Values.kvbm.metrics.enabled }}
+{{- $ports = append $ports (list "kvbm.metrics.port" .Values.kvbm.metrics.port) }}
+{{- end }}
+{{- $byPort := dict }}
+{{- $order := list }}
+{{- range $ports }}
+{{- $key := toString (int (index . 1)) }}
+{{- if not (hasKey $byPort $key) }}{{ $order = append $order $key }}{{ end }}
+{{- $_ := set $byPort $key (append (get $byPort $key | default list) (index . 0)) }}
+{{- end }}
+{{- range $order }}
+{{- $paths := get $byPort . }}
+{{- if gt (len $paths) 1 }}
+{{ join ", " $paths }}: all use port {{ . }}; the worker's ports share one network (the node's with hostNetwork), so give each its own port
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.startup" -}}
+{{- $timeout := .Values.kvbm.leaderWorkerInitTimeoutSeconds }}
+{{- $allocation := include "dynamo-offloading.kvbm.allocationSeconds" . | int }}
+{{- if and (not (kindIs "invalid" $timeout)) (gt (include "dynamo-offloading.validate.gb" .Values.kvbm.diskCacheGB | float64) 0.0) (lt (int $timeout) $allocation) }}
+kvbm.leaderWorkerInitTimeoutSeconds: {{ $timeout }} s is less than the estimated disk-tier allocation of {{ $allocation }} s (kvbm.diskCacheGB / worker.startup.diskWriteGBPerMinute); raise it, or leave it null to derive it
+{{- end }}
+{{- end }}
+
+{{/*
+Bytes of a Kubernetes quantity (64Gi, 500M, 1e9), as a float.
+*/}}
+{{- define "dynamo-offloading.validate.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $number := regexFind "^[0-9.]+" $q | float64 }}
+{{- $suffix := trimPrefix (regexFind "^[0-9.]+" $q) $q }}
+{{- $factors := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 "m" 0.001 }}
+{{- if hasPrefix "e" $suffix }}
+{{- range until (trimPrefix "e" $suffix | int) }}{{ $number = mulf $number 10.0 }}{{ end }}
+{{- $number }}
+{{- else }}
+{{- mulf $number (get $factors $suffix | float64) }}
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.memory" -}}
+{{- $limits := .Values.worker.resources.limits | default dict }}
+{{- if hasKey $limits "memory" }}
+{{- $cpu := include "dynamo-offloading.validate.gb" .Values.kvbm.cpuCacheGB | float64 }}
+{{- $needed := addf (mulf $cpu 1e9) (mulf (float64 .Values.worker.memoryHeadroomGi) 1073741824.0) }}
+{{- if lt (include "dynamo-offloading.validate.quantityBytes" $limits.memory | float64) $needed }}
+worker.resources.limits.memory: {{ $limits.memory }} is below the pinned KVBM CPU tier ({{ .Values.kvbm.cpuCacheGB }} GB) plus worker.memoryHeadroomGi ({{ .Values.worker.memoryHeadroomGi }} GiB); raise it to at least {{ ceil (divf $needed 1073741824.0) | int }}Gi or unset it to derive it
+{{- end }}
+{{- end }}
+{{- end }}

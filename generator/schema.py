@@ -1,0 +1,82 @@
+"""Build chart/values.schema.json (JSON Schema draft-07, as Helm validates it) from the values model."""
+
+from generator.model import Param
+
+IPV4_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+IPV4 = rf"{IPV4_OCTET}(\.{IPV4_OCTET}){{3}}"
+PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# 3FS parses TYPE case-insensitively; JSON Schema regexes have no inline flags, so spell the cases out.
+MGMTD_TYPE = "(" + "|".join("".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in t)
+                            for t in ("TCP", "RDMA", "IPoIB")) + ")"
+DNS1123_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+QUANTITY = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([eE][0-9]+|[KMGTPE]i|[mkMGTPE])?$"
+
+DEFINITIONS = {
+    "mgmtdAddress": {
+        "type": "string",
+        "pattern": rf"^{MGMTD_TYPE}://{IPV4}:{PORT}$",
+        "description": "TYPE://a.b.c.d:port with a numeric IPv4 address; 3FS rejects hostnames.",
+    },
+    "fdbClusterFileOrEmpty": {
+        "type": "string",
+        "pattern": rf"^([A-Za-z0-9_]+:[A-Za-z0-9]+@{IPV4}:{PORT}(,{IPV4}:{PORT})*\s*)?$",
+        "description": "description:ID@IP:PORT[,IP:PORT...]",
+    },
+    "quantity": {"type": ["string", "number"], "pattern": QUANTITY},
+}
+
+NAMED_TYPES = {
+    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    "quantity": {"$ref": "#/definitions/quantity"},
+    "k8sNameOrEmpty": {"type": "string", "maxLength": 253, "pattern": rf"^({DNS1123_SUBDOMAIN})?$"},
+    "absolutePath": {"type": "string", "pattern": r"^/[^\s]*$"},
+    "digestOrEmpty": {"type": "string", "pattern": r"^(sha256:[a-f0-9]{64})?$"},
+    "duration": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},
+    "stringMap": {"type": "object", "additionalProperties": {"type": "string"}},
+    "resources": {
+        "type": "object",
+        "properties": {
+            "limits": {"type": "object", "additionalProperties": {"$ref": "#/definitions/quantity"}},
+            "requests": {"type": "object", "additionalProperties": {"$ref": "#/definitions/quantity"}},
+        },
+    },
+}
+
+JSON_TYPES = [(bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
+              (dict, "object")]
+
+
+def param_schema(param):
+    if param.type:
+        if param.type not in NAMED_TYPES:
+            raise ValueError(f"{param.name}: unknown _type {param.type!r}")
+        schema = dict(NAMED_TYPES[param.type])
+    elif param.default is None:
+        schema = {}
+    else:
+        schema = {"type": next(name for kind, name in JSON_TYPES if isinstance(param.default, kind))}
+    schema.update(param.schema)
+    if "type" not in schema and "$ref" not in schema:
+        raise ValueError(f"{param.name}: a null default needs a _schema type")
+    if param.doc:
+        schema["description"] = param.doc
+    return schema
+
+
+def section_schema(section):
+    schema = {"type": "object", "additionalProperties": False, "properties": {}}
+    if section.doc:
+        schema["description"] = section.doc
+    for child in section.children:
+        name = child.path[-1]
+        schema["properties"][name] = param_schema(child) if isinstance(child, Param) else section_schema(child)
+    return schema
+
+
+def build(root, title):
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": title}
+    schema.update(section_schema(root))
+    # Helm passes a parent chart's globals to its subcharts.
+    schema["properties"]["global"] = {"type": "object", "description": "Values shared with a parent chart."}
+    schema["definitions"] = DEFINITIONS
+    return schema
