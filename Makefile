@@ -1,6 +1,6 @@
 # dynamo-offloading: build, check and test the Helm chart.
 #
-#   make          install the toolchain, lint, render every environment and package the chart
+#   make          install the toolchain, generate and check, lint, render every environment, package
 #   make test     the test suite (pytest against real Helm 3 and Helm 4)
 #   make help     every target
 
@@ -19,9 +19,9 @@ VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
 ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
 PYTEST_ARGS ?=
 
-.PHONY: all help deps venv tools lint render package test clean
+.PHONY: all help deps venv tools generate check lint render package test clean
 
-all: lint render package ## Lint, render every environment and package the chart
+all: generate check lint render package ## Generate, check, lint, render every environment and package
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,12 +42,18 @@ tools: .tools/.helm ## Install Helm 4 (default) and Helm 3 into .tools/bin
 	$(PYTHON) hack/install_helm.py
 	@touch $@
 
+generate: $(VENV)/.installed ## Write values.yaml, values.schema.json, chart README and values/ from generator/
+	$(PYTHON) -m generator generate
+
+check: $(VENV)/.installed ## Fail when a generated file is stale or an environment breaks a rule
+	$(PYTHON) -m generator check
+
 lint: .tools/.helm ## helm lint --strict for every environment, ruff for the Python
 	@for env in $(ENVS); do \
 	  echo "helm lint --strict -f values/$$env.yaml"; \
 	  $(HELM) lint --strict --quiet $(CHART) -f values/$$env.yaml; \
 	done
-	$(VENV)/bin/ruff check hack tests
+	$(VENV)/bin/ruff check generator hack tests
 
 render: .tools/.helm ## Render every values/<env>.yaml into build/rendered/<env>.yaml
 	@mkdir -p $(RENDERED)
@@ -61,7 +67,7 @@ package: .tools/.helm ## Package the chart into dist/dynamo-offloading-<version>
 	$(HELM) package $(CHART) --destination $(DIST)
 	@test -f $(DIST)/dynamo-offloading-$(VERSION).tgz
 
-test: .tools/.helm ## Run the test suite
+test: .tools/.helm check ## Check generated files, then run the test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean: ## Remove build outputs (keeps .venv and .tools)

@@ -72,10 +72,10 @@ def problems():
     return found
 
 
-def stale_files(files):
+def stale_files(files, root=ROOT):
     """Generated files that differ from what is on disk, and environment files without a spec."""
     stale = [path for path, content in files.items()
-             if not (ROOT / path).exists() or (ROOT / path).read_text() != content]
-    stale += [f"values/{p.name} (no spec in generator/environments/)" for p in sorted((ROOT / "values").glob("*.yaml"))
+             if not (root / path).exists() or (root / path).read_text() != content]
+    stale += [f"values/{p.name} (no spec in generator/environments/)" for p in sorted((root / "values").glob("*.yaml"))
               if f"values/{p.name}" not in files]
     return stale

@@ -36,6 +36,13 @@ def allocation_seconds(values):
     return math.ceil(values["kvbm"]["diskCacheGB"] * 60 / values["worker"]["startup"]["diskWriteGBPerMinute"])
 
 
+def check_model(values):
+    m = values["worker"]["model"]
+    if not m["snapshot"]:
+        yield (f"worker.model.snapshot: required, the snapshot hash of the model in the node's cache "
+               f"(ls {m['cacheHostPath']}/hub/models--{m['repoId'].replace('/', '--')}/snapshots/)")
+
+
 def check_kvbm_tiers(values):
     k = values["kvbm"]
     if k["cpuCacheGB"] <= 0 and k["diskCacheGB"] <= 0:
@@ -63,7 +70,8 @@ def check_threefs(values):
     if not t["enabled"]:
         return
     if not t["mgmtdAddresses"]:
-        yield "threefs.mgmtdAddresses: required when threefs.enabled, e.g. --set threefs.mgmtdAddresses={RDMA://10.0.0.1:8000}"
+        yield ("threefs.mgmtdAddresses: required when threefs.enabled, "
+               "e.g. --set threefs.mgmtdAddresses={RDMA://10.0.0.1:8000}")
     if not t["clusterId"]:
         yield "threefs.clusterId: required when threefs.enabled (the 3FS cluster id)"
     if bool(t["token"]) == bool(t["existingSecret"]):
@@ -87,6 +95,10 @@ def check_connection(values, name, explicit_key):
         others = ", ".join(p for p, on in ((f"{name}.{explicit_key}", explicit), (f"{name}.service", service)) if on)
         yield (f"{name}.embedded.enabled, {others}: the worker's {name} comes from exactly one source; "
                f"unset {others} to use the embedded server, or turn {name}.embedded.enabled off")
+    if v["tls"]["enabled"] and not v["tls"]["existingSecret"]:
+        tls = v["tls"]
+        yield (f"{name}.tls.existingSecret: required with {name}.tls.enabled, a Secret holding "
+               f"{tls['caKey']}, {tls['certKey']} and {tls['keyKey']}")
     if not (v["embedded"]["enabled"] or explicit or service):
         yield (f"{name}.embedded.enabled, {name}.{explicit_key}, {name}.service: no {name} is configured; "
                f"set --set {name}.embedded.enabled=true, or {name}.service.namespace and {name}.service.name")
@@ -136,8 +148,8 @@ def check_memory(values):
                "or unset it to derive it")
 
 
-RULES = [check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections, check_ports, check_startup,
-         check_memory]
+RULES = [check_model, check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections, check_ports,
+         check_startup, check_memory]
 
 
 def problems(values):

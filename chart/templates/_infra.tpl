@@ -18,16 +18,16 @@ The embedded server wins; otherwise the values' service block.
 
 {{/*
 ETCD_ENDPOINTS. Context: (dict "root" $ "dns" bool). With dns false (a hostNetwork worker that
-cannot use cluster DNS) the explicit endpoints win; the pre-install hook's resolved pod IPs
-will take their place here.
+cannot use cluster DNS), or without a Service, the explicit endpoints win; the pre-install
+hook's resolved pod IPs will take their place here.
 */}}
 {{- define "dynamo-offloading.etcd.endpoints" -}}
 {{- $etcd := .root.Values.etcd }}
-{{- if and (not .dns) $etcd.endpoints }}
+{{- $addr := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" "etcd") }}
+{{- if and $etcd.endpoints (or (not .dns) (not $addr)) }}
 {{- join "," $etcd.endpoints }}
 {{- else }}
-{{- $addr := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" "etcd") }}
-{{- printf "%s://%s" (ternary "https" "http" $etcd.tls.enabled) (required "etcd: set etcd.embedded.enabled, or etcd.service.namespace and etcd.service.name" $addr) }}
+{{- printf "%s://%s" (ternary "https" "http" $etcd.tls.enabled) $addr }}
 {{- end }}
 {{- end }}
 
@@ -36,11 +36,11 @@ NATS_SERVER. Context: (dict "root" $ "dns" bool), as for etcd.
 */}}
 {{- define "dynamo-offloading.nats.server" -}}
 {{- $nats := .root.Values.nats }}
-{{- if and (not .dns) $nats.url }}
+{{- $addr := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" "nats") }}
+{{- if and $nats.url (or (not .dns) (not $addr)) }}
 {{- $nats.url }}
 {{- else }}
-{{- $addr := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" "nats") }}
-{{- printf "%s://%s" (ternary "tls" "nats" $nats.tls.enabled) (required "nats: set nats.embedded.enabled, or nats.service.namespace and nats.service.name" $addr) }}
+{{- printf "%s://%s" (ternary "tls" "nats" $nats.tls.enabled) $addr }}
 {{- end }}
 {{- end }}
 
@@ -101,12 +101,12 @@ TLS Secrets of etcd and NATS, mounted where dynamo-offloading.connection.env poi
 {{- if .Values.etcd.tls.enabled }}
 - name: etcd-tls
   secret:
-    secretName: {{ required "etcd.tls.existingSecret is required when etcd.tls.enabled" .Values.etcd.tls.existingSecret }}
+    secretName: {{ .Values.etcd.tls.existingSecret }}
 {{- end }}
 {{- if .Values.nats.tls.enabled }}
 - name: nats-tls
   secret:
-    secretName: {{ required "nats.tls.existingSecret is required when nats.tls.enabled" .Values.nats.tls.existingSecret }}
+    secretName: {{ .Values.nats.tls.existingSecret }}
 {{- end }}
 {{- end }}
 

@@ -56,11 +56,7 @@ the host (Bidirectional needs privileged).
 */}}
 {{- define "dynamo-offloading.threefs.sidecar" -}}
 {{- $t := .Values.threefs }}
-{{- $mp := include "dynamo-offloading.threefs.mountpoint" . }}
-{{- $_ := required "threefs.fuse.image.repository is required when threefs.enabled: no public 3FS FUSE image exists, set your own" $t.fuse.image.repository }}
-{{- if not (or $t.fuse.image.tag $t.fuse.image.digest) }}
-{{- fail "threefs.fuse.image.tag or threefs.fuse.image.digest is required when threefs.enabled" }}
-{{- end -}}
+{{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
 - name: fuse-sidecar
   image: {{ include "dynamo-offloading.image" $t.fuse.image | quote }}
   imagePullPolicy: {{ $t.fuse.image.pullPolicy }}

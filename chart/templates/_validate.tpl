@@ -4,7 +4,7 @@ environments in values/. Every problem is collected, then one fail reports them 
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "kvbmTiers" "diskOnThreefs" "threefs" "connections" "ports" "startup" "memory" }}
+{{- range $rule := list "model" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "ports" "startup" "memory" }}
 {{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
 {{- if $out }}
 {{- $messages = concat $messages (splitList "\n" $out | compact) }}
@@ -26,6 +26,12 @@ environments in values/. Every problem is collected, then one fail reports them 
 {{- $path := index . 0 | trimSuffix "/" }}
 {{- $dir := index . 1 | trimSuffix "/" }}
 {{- if or (eq $path $dir) (hasPrefix (printf "%s/" $dir) $path) }}true{{ end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.model" -}}
+{{- if not .Values.worker.model.snapshot }}
+worker.model.snapshot: required, the snapshot hash of the model in the node's cache (ls {{ .Values.worker.model.cacheHostPath }}/hub/models--{{ .Values.worker.model.repoId | replace "/" "--" }}/snapshots/)
+{{- end }}
 {{- end }}
 
 {{- define "dynamo-offloading.validateValues.kvbmTiers" -}}
@@ -89,6 +95,9 @@ One of etcd/NATS. Context: (dict "name" "etcd" "explicitKey" "endpoints" "values
 {{- if $explicit }}{{ $others = append $others (printf "%s.%s" $name .explicitKey) }}{{ end }}
 {{- if $service }}{{ $others = append $others (printf "%s.service" $name) }}{{ end }}
 {{ $name }}.embedded.enabled, {{ join ", " $others }}: the worker's {{ $name }} comes from exactly one source; unset {{ join ", " $others }} to use the embedded server, or turn {{ $name }}.embedded.enabled off
+{{- end }}
+{{- if and $v.tls.enabled (not $v.tls.existingSecret) }}
+{{ $name }}.tls.existingSecret: required with {{ $name }}.tls.enabled, a Secret holding {{ $v.tls.caKey }}, {{ $v.tls.certKey }} and {{ $v.tls.keyKey }}
 {{- end }}
 {{- if not (or $v.embedded.enabled $explicit $service) }}
 {{ $name }}.embedded.enabled, {{ $name }}.{{ .explicitKey }}, {{ $name }}.service: no {{ $name }} is configured; set --set {{ $name }}.embedded.enabled=true, or {{ $name }}.service.namespace and {{ $name }}.service.name

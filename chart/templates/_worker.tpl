@@ -19,7 +19,7 @@ not resolve huggingface.co).
 */}}
 {{- define "dynamo-offloading.worker.modelPath" -}}
 {{- $m := .Values.worker.model }}
-{{- printf "%s/hub/models--%s/snapshots/%s" (include "dynamo-offloading.worker.hfHome" .) ($m.repoId | replace "/" "--") (required "worker.model.snapshot is required: the snapshot hash under <cache>/hub/models--<org>--<name>/snapshots/" $m.snapshot) }}
+{{- printf "%s/hub/models--%s/snapshots/%s" (include "dynamo-offloading.worker.hfHome" .) ($m.repoId | replace "/" "--") $m.snapshot }}
 {{- end }}
 
 {{- define "dynamo-offloading.worker.servedModelName" -}}

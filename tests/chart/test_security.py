@@ -136,7 +136,8 @@ def test_existing_secret_means_no_token_secret_is_rendered():
 
 def test_fuse_image_is_required_when_3fs_is_on():
     values = {"threefs": {"fuse": {"image": {"repository": "", "tag": ""}}}}
-    assert "threefs.fuse.image" in render_error(environment_values("ipoib"), values)
+    message = render_error(environment_values("ipoib"), values)
+    assert "threefs.fuse.image: repository and tag (or digest) are required" in message
 
 
 def test_standalone_has_no_sidecar_and_no_3fs_objects():
