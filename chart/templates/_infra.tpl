@@ -71,6 +71,11 @@ TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" 
 {{- end }}
 - name: NATS_SERVER
   value: {{ include "dynamo-offloading.nats.server" . | quote }}
+{{- if $nats.tls.enabled }}
+# Read by Dynamo releases with NATS TLS support; Dynamo 0.9.0 has none.
+- name: NATS_TLS_CA_CERT_PATH
+  value: /etc/dynamo/nats-tls/{{ $nats.tls.caKey }}
+{{- end }}
 {{- with $nats.auth.existingSecret }}
 - name: NATS_AUTH_USERNAME
   valueFrom:

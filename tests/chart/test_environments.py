@@ -34,11 +34,21 @@ def test_lint_strict(env, helm_major):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Optional objects on, so that they are validated too.
+VARIANTS = {
+    "as-is": {},
+    "all-on": {**MONITORING_ON, "modelDownloader": {"enabled": True},
+               "etcd": {"tls": {"enabled": True, "existingSecret": "etcd-certs"}},
+               "nats": {"auth": {"existingSecret": "nats-creds"}}},
+}
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_kubernetes_validate_strict(env, version):
+def test_kubernetes_validate_strict(env, variant, version):
     problems = []
-    for obj in render(environment_values(env), MONITORING_ON):
+    for obj in render(environment_values(env), VARIANTS[variant]):
         if obj["kind"] in CRD_KINDS:
             continue
         try:

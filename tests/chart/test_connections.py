@@ -1,0 +1,72 @@
+"""Where the frontend and the worker find etcd and NATS, with credentials and certificates from Secrets."""
+
+from tests.helm import container, env_of, environment_values, find, one, pod_spec, render
+
+IPOIB = environment_values("ipoib")
+STANDALONE = environment_values("standalone")
+SECURED = {
+    "etcd": {"auth": {"existingSecret": "etcd-creds"}, "tls": {"enabled": True, "existingSecret": "etcd-certs"}},
+    "nats": {"auth": {"existingSecret": "nats-creds"}, "tls": {"enabled": True, "existingSecret": "nats-certs"}},
+}
+
+
+def workload_env(objects, kind, component, name):
+    return env_of(container(one(objects, kind, component), name))
+
+
+def test_embedded_servers_by_dns():
+    objects = render(STANDALONE)
+    for kind, component, name in (("Deployment", "frontend", "frontend"), ("StatefulSet", "worker", "worker")):
+        env = workload_env(objects, kind, component, name)
+        assert env["ETCD_ENDPOINTS"] == "http://dynamo-dynamo-offloading-etcd.dynamo-test.svc:2379"
+        assert env["NATS_SERVER"] == "nats://dynamo-dynamo-offloading-nats.dynamo-test.svc:4222"
+
+
+def test_embedded_etcd_members_know_each_other():
+    etcd = one(render(STANDALONE, {"etcd": {"embedded": {"replicas": 3}}}), "StatefulSet", "etcd")
+    args = container(etcd, "etcd")["args"]
+    cluster = next(a for a in args if a.startswith("--initial-cluster="))
+    assert cluster.count("=http://") == 3
+    assert "dynamo-dynamo-offloading-etcd-2=http://dynamo-dynamo-offloading-etcd-2." in cluster
+
+
+def test_embedded_nats_runs_jetstream():
+    objects = render(STANDALONE)
+    conf = one(objects, "ConfigMap", "nats")["data"]["nats.conf"]
+    assert "jetstream {" in conf and "store_dir: /data" in conf
+    assert one(objects, "StatefulSet", "nats")["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+def test_credentials_and_certificates_come_from_secrets():
+    objects = render(IPOIB, SECURED)
+    for kind, component, name in (("Deployment", "frontend", "frontend"), ("StatefulSet", "worker", "worker")):
+        env = workload_env(objects, kind, component, name)
+        assert env["ETCD_AUTH_USERNAME"] == {"secretKeyRef": {"name": "etcd-creds", "key": "username"}}
+        assert env["ETCD_AUTH_PASSWORD"] == {"secretKeyRef": {"name": "etcd-creds", "key": "password"}}
+        assert env["ETCD_AUTH_CA"] == "/etc/dynamo/etcd-tls/ca.crt"
+        assert env["ETCD_AUTH_CLIENT_CERT"] == "/etc/dynamo/etcd-tls/tls.crt"
+        assert env["NATS_AUTH_USERNAME"] == {"secretKeyRef": {"name": "nats-creds", "key": "username"}}
+        assert env["NATS_TLS_CA_CERT_PATH"] == "/etc/dynamo/nats-tls/ca.crt"
+        volumes = {v["name"]: v for v in pod_spec(one(objects, kind, component))["volumes"]}
+        assert volumes["etcd-tls"]["secret"]["secretName"] == "etcd-certs"
+        assert volumes["nats-tls"]["secret"]["secretName"] == "nats-certs"
+    frontend = workload_env(objects, "Deployment", "frontend", "frontend")
+    assert frontend["ETCD_ENDPOINTS"] == "https://etcd-headless.baseten.svc:2379"
+    assert frontend["NATS_SERVER"] == "tls://nats-headless.baseten.svc:4222"
+    assert "etcd-creds" not in str([s for s in find(objects, "Secret")])
+
+
+def test_embedded_servers_use_the_secrets_too():
+    objects = render(STANDALONE, SECURED)
+    etcd_args = container(one(objects, "StatefulSet", "etcd"), "etcd")["args"]
+    assert "--client-cert-auth" in etcd_args and "--cert-file=/etc/etcd/tls/tls.crt" in etcd_args
+    conf = one(objects, "ConfigMap", "nats")["data"]["nats.conf"]
+    assert "user: $NATS_USER" in conf and "ca_file: /etc/nats/tls/ca.crt" in conf
+    nats_env = env_of(container(one(objects, "StatefulSet", "nats"), "nats"))
+    assert nats_env["NATS_PASSWORD"] == {"secretKeyRef": {"name": "nats-creds", "key": "password"}}
+
+
+def test_frontend_falls_back_to_explicit_endpoints_without_a_service():
+    values = {"etcd": {"service": {"name": "", "namespace": ""}}}
+    env = workload_env(render(IPOIB, values), "Deployment", "frontend", "frontend")
+    assert env["ETCD_ENDPOINTS"] == "172.29.22.14:2379,172.29.202.242:2379,172.29.134.203:2379"
