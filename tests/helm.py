@@ -9,6 +9,8 @@ import subprocess
 import pyhelm3
 import yaml
 
+from generator.environments import overlay
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "chart"
 ENVIRONMENTS = sorted(p.stem for p in (ROOT / "values").glob("*.yaml"))
@@ -44,21 +46,9 @@ def _render_cached(major, values_json):
     return tuple(doc for doc in asyncio.run(run()) if doc)
 
 
-def overlay(*values):
-    """Merge values dicts the way `helm -f a.yaml -f b.yaml` does: maps deep-merged, the rest replaced."""
-    merged = {}
-    for layer in values:
-        for key, value in layer.items():
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = overlay(merged[key], value)
-            else:
-                merged[key] = value
-    return merged
-
-
 def render(*values, major=4):
     """Render the chart with the given values dicts layered in order; return the objects (fresh copies)."""
-    merged = overlay(*values)
+    merged = functools.reduce(overlay, values, {})
     docs = _render_cached(major, json.dumps(merged, sort_keys=True))
     return json.loads(json.dumps(docs))
 
