@@ -40,7 +40,8 @@ NATS_SERVER. Context: (dict "root" $ "dns" bool), as for etcd.
 {{- if and $nats.url (or (not .dns) (not $addr)) }}
 {{- $nats.url }}
 {{- else }}
-{{- printf "%s://%s" (ternary "tls" "nats" $nats.tls.enabled) $addr }}
+{{- /* Dynamo accepts only nats:// URLs; TLS is negotiated by the server's settings. */}}
+{{- printf "nats://%s" $addr }}
 {{- end }}
 {{- end }}
 
@@ -62,12 +63,16 @@ TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" 
     secretKeyRef: {name: {{ . }}, key: {{ $etcd.auth.passwordKey }}}
 {{- end }}
 {{- if $etcd.tls.enabled }}
+{{- /* Dynamo reads these as PEM content, not as file paths. */}}
 - name: ETCD_AUTH_CA
-  value: /etc/dynamo/etcd-tls/{{ $etcd.tls.caKey }}
+  valueFrom:
+    secretKeyRef: {name: {{ $etcd.tls.existingSecret }}, key: {{ $etcd.tls.caKey }}}
 - name: ETCD_AUTH_CLIENT_CERT
-  value: /etc/dynamo/etcd-tls/{{ $etcd.tls.certKey }}
+  valueFrom:
+    secretKeyRef: {name: {{ $etcd.tls.existingSecret }}, key: {{ $etcd.tls.certKey }}}
 - name: ETCD_AUTH_CLIENT_KEY
-  value: /etc/dynamo/etcd-tls/{{ $etcd.tls.keyKey }}
+  valueFrom:
+    secretKeyRef: {name: {{ $etcd.tls.existingSecret }}, key: {{ $etcd.tls.keyKey }}}
 {{- end }}
 - name: NATS_SERVER
   value: {{ include "dynamo-offloading.nats.server" . | quote }}
@@ -87,14 +92,10 @@ TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" 
 {{- end }}
 
 {{/*
-TLS Secrets of etcd and NATS, mounted where dynamo-offloading.connection.env points.
+The NATS TLS Secret, mounted where dynamo-offloading.connection.env points (etcd's certificates
+go in as environment values).
 */}}
 {{- define "dynamo-offloading.connection.volumeMounts" -}}
-{{- if .Values.etcd.tls.enabled }}
-- name: etcd-tls
-  mountPath: /etc/dynamo/etcd-tls
-  readOnly: true
-{{- end }}
 {{- if .Values.nats.tls.enabled }}
 - name: nats-tls
   mountPath: /etc/dynamo/nats-tls
@@ -103,11 +104,6 @@ TLS Secrets of etcd and NATS, mounted where dynamo-offloading.connection.env poi
 {{- end }}
 
 {{- define "dynamo-offloading.connection.volumes" -}}
-{{- if .Values.etcd.tls.enabled }}
-- name: etcd-tls
-  secret:
-    secretName: {{ .Values.etcd.tls.existingSecret }}
-{{- end }}
 {{- if .Values.nats.tls.enabled }}
 - name: nats-tls
   secret:

@@ -43,16 +43,17 @@ def test_credentials_and_certificates_come_from_secrets():
         env = workload_env(objects, kind, component, name)
         assert env["ETCD_AUTH_USERNAME"] == {"secretKeyRef": {"name": "etcd-creds", "key": "username"}}
         assert env["ETCD_AUTH_PASSWORD"] == {"secretKeyRef": {"name": "etcd-creds", "key": "password"}}
-        assert env["ETCD_AUTH_CA"] == "/etc/dynamo/etcd-tls/ca.crt"
-        assert env["ETCD_AUTH_CLIENT_CERT"] == "/etc/dynamo/etcd-tls/tls.crt"
+        # PEM content, as Dynamo's etcd client reads it, not file paths.
+        assert env["ETCD_AUTH_CA"] == {"secretKeyRef": {"name": "etcd-certs", "key": "ca.crt"}}
+        assert env["ETCD_AUTH_CLIENT_CERT"] == {"secretKeyRef": {"name": "etcd-certs", "key": "tls.crt"}}
+        assert env["ETCD_AUTH_CLIENT_KEY"] == {"secretKeyRef": {"name": "etcd-certs", "key": "tls.key"}}
         assert env["NATS_AUTH_USERNAME"] == {"secretKeyRef": {"name": "nats-creds", "key": "username"}}
         assert env["NATS_TLS_CA_CERT_PATH"] == "/etc/dynamo/nats-tls/ca.crt"
         volumes = {v["name"]: v for v in pod_spec(one(objects, kind, component))["volumes"]}
-        assert volumes["etcd-tls"]["secret"]["secretName"] == "etcd-certs"
         assert volumes["nats-tls"]["secret"]["secretName"] == "nats-certs"
     frontend = workload_env(objects, "Deployment", "frontend", "frontend")
     assert frontend["ETCD_ENDPOINTS"] == "https://etcd-headless.baseten.svc:2379"
-    assert frontend["NATS_SERVER"] == "tls://nats-headless.baseten.svc:4222"
+    assert frontend["NATS_SERVER"] == "nats://nats-headless.baseten.svc:4222"  # Dynamo rejects other schemes
     assert "etcd-creds" not in str([s for s in find(objects, "Secret")])
 
 
