@@ -137,3 +137,12 @@ Value paths that still hold a PLACEHOLDER, one per line. Context: (dict "path" "
 {{- printf "%s=%s\n" ($path | trimSuffix ".") .value }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" when a path is the directory or below it. Context: (list path dir).
+*/}}
+{{- define "dynamo-offloading.pathUnder" -}}
+{{- $path := index . 0 | trimSuffix "/" }}
+{{- $dir := index . 1 | trimSuffix "/" }}
+{{- if or (eq $path $dir) (hasPrefix (printf "%s/" $dir) $path) }}true{{ end }}
+{{- end }}

@@ -3,12 +3,32 @@ KVBM tiers, switches and the startup budget they imply. Every helper takes the r
 */}}
 
 {{/*
+A tier's size in GB as a float; null counts as 0. Context: the value.
+*/}}
+{{- define "dynamo-offloading.kvbm.gb" -}}
+{{- float64 (. | default 0) }}
+{{- end }}
+
+{{/*
+"true" when a tier is on (above 0 GB), else "". Context: the value.
+*/}}
+{{- define "dynamo-offloading.kvbm.tierOn" -}}
+{{- if gt (include "dynamo-offloading.kvbm.gb" . | float64) 0.0 }}true{{ end }}
+{{- end }}
+
+{{/*
 "true" when the disk tier's directory is on the 3FS FUSE mount, else "".
 */}}
 {{- define "dynamo-offloading.kvbm.diskOnThreefs" -}}
-{{- $mp := include "dynamo-offloading.threefs.mountpoint" . }}
-{{- $dir := .Values.kvbm.diskCacheDir | trimSuffix "/" }}
-{{- if and .Values.threefs.enabled (gt (float64 (.Values.kvbm.diskCacheGB | default 0)) 0.0) (or (eq $dir $mp) (hasPrefix (printf "%s/" $mp) $dir)) }}true{{ end }}
+{{- $onMount := include "dynamo-offloading.pathUnder" (list .Values.kvbm.diskCacheDir (include "dynamo-offloading.threefs.mountpoint" .)) }}
+{{- if and .Values.threefs.enabled (include "dynamo-offloading.kvbm.tierOn" .Values.kvbm.diskCacheGB) $onMount }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the disk tier is on and backed by a host directory instead of 3FS, else "".
+*/}}
+{{- define "dynamo-offloading.kvbm.diskOnLocalDisk" -}}
+{{- if and (include "dynamo-offloading.kvbm.tierOn" .Values.kvbm.diskCacheGB) (not (include "dynamo-offloading.kvbm.diskOnThreefs" .)) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -26,7 +46,7 @@ Context: (dict "root" $ "value" .Values.kvbm.diskDisableODirect).
 Seconds KVBM needs to allocate the disk tier: GB / (GB per minute), rounded up.
 */}}
 {{- define "dynamo-offloading.kvbm.allocationSeconds" -}}
-{{- $gb := float64 (.Values.kvbm.diskCacheGB | default 0) }}
+{{- $gb := include "dynamo-offloading.kvbm.gb" .Values.kvbm.diskCacheGB | float64 }}
 {{- ceil (divf (mulf $gb 60.0) (float64 .Values.worker.startup.diskWriteGBPerMinute)) | int }}
 {{- end }}
 
@@ -54,7 +74,7 @@ never below KVBM's own default of 1800 s.
 Pinned CPU tier in GiB, rounded up (the tier is given in decimal GB).
 */}}
 {{- define "dynamo-offloading.kvbm.cpuTierGi" -}}
-{{- ceil (divf (mulf (float64 (.Values.kvbm.cpuCacheGB | default 0)) 1000000000.0) 1073741824.0) | int }}
+{{- ceil (divf (mulf (include "dynamo-offloading.kvbm.gb" .Values.kvbm.cpuCacheGB | float64) 1000000000.0) 1073741824.0) | int }}
 {{- end }}
 
 {{/*
@@ -62,11 +82,11 @@ The worker's KVBM environment. Presence-tested switches appear only when on.
 */}}
 {{- define "dynamo-offloading.kvbm.env" -}}
 {{- $k := .Values.kvbm -}}
-{{- if gt (float64 ($k.cpuCacheGB | default 0)) 0.0 }}
+{{- if include "dynamo-offloading.kvbm.tierOn" $k.cpuCacheGB }}
 - name: DYN_KVBM_CPU_CACHE_GB
   value: {{ toString $k.cpuCacheGB | quote }}
 {{- end }}
-{{- if gt (float64 ($k.diskCacheGB | default 0)) 0.0 }}
+{{- if include "dynamo-offloading.kvbm.tierOn" $k.diskCacheGB }}
 - name: DYN_KVBM_DISK_CACHE_GB
   value: {{ toString $k.diskCacheGB | quote }}
 - name: DYN_KVBM_DISK_CACHE_DIR

@@ -15,19 +15,6 @@ environments in values/. Every problem is collected, then one fail reports them 
 {{- end }}
 {{- end }}
 
-{{- define "dynamo-offloading.validate.gb" -}}
-{{- float64 (. | default 0) }}
-{{- end }}
-
-{{/*
-"true" when path (a directory) is dir or below it. Context: (list path dir).
-*/}}
-{{- define "dynamo-offloading.validate.under" -}}
-{{- $path := index . 0 | trimSuffix "/" }}
-{{- $dir := index . 1 | trimSuffix "/" }}
-{{- if or (eq $path $dir) (hasPrefix (printf "%s/" $dir) $path) }}true{{ end }}
-{{- end }}
-
 {{- define "dynamo-offloading.validateValues.model" -}}
 {{- if not .Values.worker.model.snapshot }}
 worker.model.snapshot: required, the snapshot hash of the model in the node's cache (ls {{ .Values.worker.model.cacheHostPath }}/hub/models--{{ .Values.worker.model.repoId | replace "/" "--" }}/snapshots/)
@@ -35,8 +22,8 @@ worker.model.snapshot: required, the snapshot hash of the model in the node's ca
 {{- end }}
 
 {{- define "dynamo-offloading.validateValues.kvbmTiers" -}}
-{{- $cpu := include "dynamo-offloading.validate.gb" .Values.kvbm.cpuCacheGB | float64 }}
-{{- $disk := include "dynamo-offloading.validate.gb" .Values.kvbm.diskCacheGB | float64 }}
+{{- $cpu := include "dynamo-offloading.kvbm.gb" .Values.kvbm.cpuCacheGB | float64 }}
+{{- $disk := include "dynamo-offloading.kvbm.gb" .Values.kvbm.diskCacheGB | float64 }}
 {{- if and (le $cpu 0.0) (le $disk 0.0) }}
 kvbm.cpuCacheGB, kvbm.diskCacheGB: KVBM needs at least one tier; set --set kvbm.cpuCacheGB=20 and/or --set kvbm.diskCacheGB=50
 {{- else if and (gt $disk 0.0) (lt $disk $cpu) }}
@@ -47,13 +34,13 @@ kvbm.diskCacheGB: the disk tier ({{ .Values.kvbm.diskCacheGB }} GB) is smaller t
 {{- define "dynamo-offloading.validateValues.diskOnThreefs" -}}
 {{- $k := .Values.kvbm }}
 {{- $t := .Values.threefs }}
-{{- $disk := include "dynamo-offloading.validate.gb" $k.diskCacheGB | float64 }}
+{{- $disk := include "dynamo-offloading.kvbm.tierOn" $k.diskCacheGB }}
 {{- $mp := include "dynamo-offloading.threefs.mountpoint" . }}
-{{- $inRoot := include "dynamo-offloading.validate.under" (list $k.diskCacheDir $t.mountRoot.mountPath) }}
-{{- if and (gt $disk 0.0) (not $t.enabled) $inRoot }}
+{{- $inRoot := include "dynamo-offloading.pathUnder" (list $k.diskCacheDir $t.mountRoot.mountPath) }}
+{{- if and $disk (not $t.enabled) $inRoot }}
 kvbm.diskCacheDir: {{ $k.diskCacheDir }} is under the 3FS mount root {{ $t.mountRoot.mountPath }} but threefs.enabled is false, so the cache would land in the node's staging directory; set --set threefs.enabled=true or point kvbm.diskCacheDir elsewhere
 {{- end }}
-{{- if and $t.enabled (gt $disk 0.0) $inRoot (not (include "dynamo-offloading.validate.under" (list $k.diskCacheDir $mp))) }}
+{{- if and $t.enabled $disk $inRoot (not (include "dynamo-offloading.pathUnder" (list $k.diskCacheDir $mp))) }}
 kvbm.diskCacheDir: {{ $k.diskCacheDir }} is in the staging directory beside the 3FS mountpoint {{ $mp }}, not on 3FS; put it under {{ $mp }}
 {{- end }}
 {{- end }}
@@ -132,7 +119,7 @@ One of etcd/NATS. Context: (dict "name" "etcd" "explicitKey" "endpoints" "values
 {{- define "dynamo-offloading.validateValues.startup" -}}
 {{- $timeout := .Values.kvbm.leaderWorkerInitTimeoutSeconds }}
 {{- $allocation := include "dynamo-offloading.kvbm.allocationSeconds" . | int }}
-{{- if and (not (kindIs "invalid" $timeout)) (gt (include "dynamo-offloading.validate.gb" .Values.kvbm.diskCacheGB | float64) 0.0) (lt (int $timeout) $allocation) }}
+{{- if and (not (kindIs "invalid" $timeout)) (include "dynamo-offloading.kvbm.tierOn" .Values.kvbm.diskCacheGB) (lt (int $timeout) $allocation) }}
 kvbm.leaderWorkerInitTimeoutSeconds: {{ $timeout }} s is less than the estimated disk-tier allocation of {{ $allocation }} s (kvbm.diskCacheGB / worker.startup.diskWriteGBPerMinute); raise it, or leave it null to derive it
 {{- end }}
 {{- end }}
@@ -156,7 +143,7 @@ Bytes of a Kubernetes quantity (64Gi, 500M, 1e9), as a float.
 {{- define "dynamo-offloading.validateValues.memory" -}}
 {{- $limits := .Values.worker.resources.limits | default dict }}
 {{- if hasKey $limits "memory" }}
-{{- $cpu := include "dynamo-offloading.validate.gb" .Values.kvbm.cpuCacheGB | float64 }}
+{{- $cpu := include "dynamo-offloading.kvbm.gb" .Values.kvbm.cpuCacheGB | float64 }}
 {{- $needed := addf (mulf $cpu 1e9) (mulf (float64 .Values.worker.memoryHeadroomGi) 1073741824.0) }}
 {{- if lt (include "dynamo-offloading.validate.quantityBytes" $limits.memory | float64) $needed }}
 worker.resources.limits.memory: {{ $limits.memory }} is below the pinned KVBM CPU tier ({{ .Values.kvbm.cpuCacheGB }} GB) plus worker.memoryHeadroomGi ({{ .Values.worker.memoryHeadroomGi }} GiB); raise it to at least {{ ceil (divf $needed 1073741824.0) | int }}Gi or unset it to derive it
