@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from generator.outputs import COMMAND, ROOT, generate, problems, stale_files
+from generator.outputs import COMMAND, ROOT, generate, orphan_environment_files, problems, stale_files
 
 
 def main(argv=None):
@@ -17,10 +17,9 @@ def main(argv=None):
         print(f"invalid: {message}", file=sys.stderr)
     files = generate()
     if args.mode == "generate":
-        for path in (ROOT / "values").glob("*.yaml"):
-            if f"values/{path.name}" not in files:
-                path.unlink()
-                print(f"Removed {path.relative_to(ROOT)}")
+        for path in orphan_environment_files(files):
+            path.unlink()
+            print(f"Removed {path.relative_to(ROOT)}")
         for path, content in files.items():
             target = ROOT / path
             if not target.exists() or target.read_text() != content:

@@ -20,8 +20,7 @@ def chart_metadata():
 
 def parameter_rows(root):
     for param in root.params():
-        default = json.dumps(param.default) if not isinstance(param.default, str) else f'"{param.default}"'
-        yield {"name": param.name, "doc": param.doc, "default": default}
+        yield {"name": param.name, "doc": param.doc, "default": json.dumps(param.default)}
 
 
 def readme(root, envs):
@@ -72,10 +71,14 @@ def problems():
     return found
 
 
+def orphan_environment_files(files, root=ROOT):
+    """Files in values/ that no environment spec generates."""
+    return [p for p in sorted((root / "values").glob("*.yaml")) if f"values/{p.name}" not in files]
+
+
 def stale_files(files, root=ROOT):
     """Generated files that differ from what is on disk, and environment files without a spec."""
     stale = [path for path, content in files.items()
              if not (root / path).exists() or (root / path).read_text() != content]
-    stale += [f"values/{p.name} (no spec in generator/environments/)" for p in sorted((root / "values").glob("*.yaml"))
-              if f"values/{p.name}" not in files]
+    stale += [f"values/{p.name} (no spec in generator/environments/)" for p in orphan_environment_files(files, root)]
     return stale
