@@ -31,10 +31,11 @@ deps: .tools/.debian-packages ## Install the Debian packages the build needs
 	hack/install-debian-packages.sh
 	@mkdir -p $(@D) && touch $@
 
-venv: $(VENV)/.installed ## Create .venv from the pinned requirements
-$(VENV)/.installed: requirements.txt | .tools/.debian-packages
+venv: $(VENV)/.installed ## Create .venv from the pinned requirements, with the hooks package (dynamo-hooks)
+$(VENV)/.installed: requirements.txt hooks/pyproject.toml | .tools/.debian-packages
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e hooks
 	@touch $@
 
 tools: .tools/.helm ## Install Helm 4 (default) and Helm 3 into .tools/bin
@@ -53,7 +54,7 @@ lint: .tools/.helm ## helm lint --strict for every environment, ruff for the Pyt
 	  echo "helm lint --strict -f values/$$env.yaml"; \
 	  $(HELM) lint --strict --quiet $(CHART) -f values/$$env.yaml; \
 	done
-	$(VENV)/bin/ruff check generator hack tests
+	$(VENV)/bin/ruff check generator hack hooks tests
 
 render: .tools/.helm ## Render every values/<env>.yaml into build/rendered/<env>.yaml
 	@mkdir -p $(RENDERED)

@@ -36,13 +36,6 @@ def allocation_seconds(values):
     return math.ceil(values["kvbm"]["diskCacheGB"] * 60 / values["worker"]["startup"]["diskWriteGBPerMinute"])
 
 
-def check_model(values):
-    m = values["worker"]["model"]
-    if not m["snapshot"]:
-        yield (f"worker.model.snapshot: required, the snapshot hash of the model in the node's cache "
-               f"(ls {m['cacheHostPath']}/hub/models--{m['repoId'].replace('/', '--')}/snapshots/)")
-
-
 def check_kvbm_tiers(values):
     k = values["kvbm"]
     if k["cpuCacheGB"] <= 0 and k["diskCacheGB"] <= 0:
@@ -148,7 +141,7 @@ def check_memory(values):
                "or unset it to derive it")
 
 
-RULES = [check_model, check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections, check_ports,
+RULES = [check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections, check_ports,
          check_startup, check_memory]
 
 

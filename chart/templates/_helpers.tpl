@@ -78,12 +78,12 @@ Image reference from {repository, tag, digest}: the digest wins over the tag.
 {{- end }}
 
 {{/*
-Pod-level settings every pod of the chart shares.
+Pod-level settings every pod of the chart shares. Context: (dict "root" $ "serviceAccountName" "optional-override").
 */}}
 {{- define "dynamo-offloading.podDefaults" -}}
-serviceAccountName: {{ include "dynamo-offloading.serviceAccountName" . }}
-automountServiceAccountToken: false
-{{- with .Values.imagePullSecrets }}
+serviceAccountName: {{ .serviceAccountName | default (include "dynamo-offloading.serviceAccountName" .root) }}
+automountServiceAccountToken: {{ .automountToken | default false }}
+{{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}

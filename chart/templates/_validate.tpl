@@ -4,7 +4,7 @@ environments in values/. Every problem is collected, then one fail reports them 
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "model" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "ports" "startup" "memory" }}
+{{- range $rule := list "kvbmTiers" "diskOnThreefs" "threefs" "connections" "ports" "startup" "memory" }}
 {{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
 {{- if $out }}
 {{- $messages = concat $messages (splitList "\n" $out | compact) }}
@@ -12,12 +12,6 @@ environments in values/. Every problem is collected, then one fail reports them 
 {{- end }}
 {{- if $messages }}
 {{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages)) }}
-{{- end }}
-{{- end }}
-
-{{- define "dynamo-offloading.validateValues.model" -}}
-{{- if not .Values.worker.model.snapshot }}
-worker.model.snapshot: required, the snapshot hash of the model in the node's cache (ls {{ .Values.worker.model.cacheHostPath }}/hub/models--{{ .Values.worker.model.repoId | replace "/" "--" }}/snapshots/)
 {{- end }}
 {{- end }}
 

@@ -13,15 +13,6 @@ Where the node's Hugging Face cache (HF_HOME) is mounted in the worker: the same
 {{- .Values.worker.model.cacheHostPath | trimSuffix "/" }}
 {{- end }}
 
-{{/*
---model-path: the full local snapshot, so the worker never asks the Hub (hostNetwork pods may
-not resolve huggingface.co).
-*/}}
-{{- define "dynamo-offloading.worker.modelPath" -}}
-{{- $m := .Values.worker.model }}
-{{- printf "%s/hub/models--%s/snapshots/%s" (include "dynamo-offloading.worker.hfHome" .) ($m.repoId | replace "/" "--") $m.snapshot }}
-{{- end }}
-
 {{- define "dynamo-offloading.worker.servedModelName" -}}
 {{- .Values.worker.model.servedModelName | default .Values.worker.model.repoId }}
 {{- end }}
@@ -84,13 +75,83 @@ httpGet:
 {{- end }}
 
 {{/*
-The worker's start: record the 3FS mount's device for the liveness probe, then run dynamo.trtllm
-with the container's args.
+The worker's start: take the addresses and the model path the init container resolved, record the
+3FS mount's device for the liveness probe, then run dynamo.trtllm with the container's args.
 */}}
 {{- define "dynamo-offloading.worker.startScript" -}}
-{{- if include "dynamo-offloading.kvbm.diskOnThreefs" . -}}
+. /run/dynamo-offloading/worker.env
+{{- if include "dynamo-offloading.kvbm.diskOnThreefs" . }}
 stat -c %d {{ include "dynamo-offloading.threefs.mountpoint" . | quote }} > /run/dynamo-offloading/mount-device
 mkdir -p {{ .Values.kvbm.diskCacheDir | quote }}
 {{- end }}
-exec python3 -m dynamo.trtllm "$@"
+exec python3 -m dynamo.trtllm --model-path="$MODEL_PATH" "$@"
+{{- end }}
+
+{{/*
+The init container that, at every worker start, resolves etcd and NATS again (their pod IPs change
+when their pods restart) and waits for them, finds the model's snapshot in the node's cache, and
+hands both to the worker in /run/dynamo-offloading/worker.env.
+*/}}
+{{- define "dynamo-offloading.worker.resolveContainer" -}}
+{{- $m := .Values.worker.model -}}
+- name: resolve
+  {{- include "dynamo-offloading.hooks.container" (dict "root" $ "dns" (not .Values.worker.hostNetwork)) | trim | nindent 2 }}
+  args:
+    - worker-init
+    {{- include "dynamo-offloading.hooks.peerArgs" (dict "root" $ "checks" false) | trim | nindent 4 }}
+    - --wait={{ .Values.hooks.workerInit.waitSeconds }}
+    - --hf-home={{ include "dynamo-offloading.worker.hfHome" . }}
+    - --model-repo={{ $m.repoId }}
+    - --model-revision={{ $m.revision }}
+    {{- with $m.snapshot }}
+    - --model-snapshot={{ . }}
+    {{- end }}
+    {{- if include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray }}
+    - --record-dir=/etc/dynamo-offloading/record
+    {{- end }}
+    - --output=/run/dynamo-offloading/worker.env
+  volumeMounts:
+    - name: handoff
+      mountPath: /run/dynamo-offloading
+    - name: hf-cache
+      mountPath: {{ include "dynamo-offloading.worker.hfHome" . }}
+      readOnly: true
+    {{- if include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray }}
+    - name: endpoints-record
+      mountPath: /etc/dynamo-offloading/record
+      readOnly: true
+    - name: kube-api-access
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    {{- end }}
+    {{- include "dynamo-offloading.connection.volumeMounts" . | trim | nindent 4 }}
+{{- end }}
+
+{{/*
+Volumes of the resolve init container: the hook's record (optional: absent after --no-hooks) and the
+API token, projected here because the pod does not automount it.
+*/}}
+{{- define "dynamo-offloading.worker.resolveVolumes" -}}
+{{- if include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray -}}
+- name: endpoints-record
+  configMap:
+    name: {{ include "dynamo-offloading.hooks.recordName" . }}
+    optional: true
+- name: kube-api-access
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                fieldPath: metadata.namespace
+{{- end }}
 {{- end }}

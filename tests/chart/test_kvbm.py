@@ -122,4 +122,4 @@ def test_notes_show_the_allocation_estimate():
     args = ["install", "dynamo", str(CHART), "--dry-run=client", "-f", str(ROOT / "values/ipoib.yaml")]
     notes = helm(4, *args).stdout.split("NOTES:")[1]
     assert "750 s to allocate the 50 GB disk tier at 4 GB/min" in notes
-    assert "worker.model.snapshot=PLACEHOLDER-snapshot-hash" in notes
+    assert "threefs.fuse.image.tag=PLACEHOLDER" in notes

@@ -8,6 +8,7 @@ import pytest
 from tests.helm import (
     CHART,
     containers,
+    container,
     environment_values,
     find,
     helm,
@@ -59,9 +60,17 @@ def test_unprivileged_containers_are_restricted(env):
 
 
 @pytest.mark.parametrize("env", ["ipoib", "standalone"])
-def test_no_pod_mounts_a_service_account_token(env):
+def test_only_the_resolvers_get_a_service_account_token(env):
+    """No ServiceAccount automounts its token. The pre-install Job mounts one only when it resolves
+    Services; the worker projects one into its resolve init container alone, never into the worker."""
+    resolves = environment_values(env)["worker"]["hostNetwork"]
     for w in all_workloads(env):
-        assert pod_spec(w)["automountServiceAccountToken"] is False, w["metadata"]["name"]
+        component = w["metadata"]["labels"]["app.kubernetes.io/component"]
+        expected = resolves and component == "pre-install"
+        assert pod_spec(w)["automountServiceAccountToken"] is expected, w["metadata"]["name"]
+        for c in containers(w):
+            token_mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "kube-api-access"]
+            assert bool(token_mounts) == (resolves and c["name"] == "resolve"), (w["metadata"]["name"], c["name"])
     for sa in find(render(environment_values(env), EVERYTHING_ON), "ServiceAccount"):
         assert sa["automountServiceAccountToken"] is False
 
@@ -88,8 +97,8 @@ def test_privileged_containers_do_not_forbid_privilege_escalation():
 def test_fuse_sidecar_is_a_native_sidecar_gating_the_worker():
     worker = one(render(environment_values("ipoib")), "StatefulSet", "worker")
     init = pod_spec(worker)["initContainers"]
-    assert [c["name"] for c in init] == ["fuse-sidecar"]
-    sidecar = init[0]
+    assert [c["name"] for c in init] == ["resolve", "fuse-sidecar"]
+    sidecar = init[1]
     assert sidecar["restartPolicy"] == "Always"
     probe = " ".join(sidecar["startupProbe"]["exec"]["command"])
     assert "fuse\\.hf3fs" in probe and "/mnt/3fs-root/3fs" in probe
@@ -110,7 +119,7 @@ def test_native_sidecar_needs_kubernetes_1_29(helm_major):
 def test_rdma_transport_brings_ib_devices_and_memlock():
     values = {"threefs": {"transport": "rdma"}}
     worker = one(render(environment_values("ipoib"), values), "StatefulSet", "worker")
-    sidecar = pod_spec(worker)["initContainers"][0]
+    sidecar = container(worker, "fuse-sidecar")
     assert "ulimit -l unlimited" in sidecar["command"][2]
     assert {"name": "dev-infiniband", "mountPath": "/dev/infiniband"} in sidecar["volumeMounts"]
     launcher = one(render(environment_values("ipoib"), values), "ConfigMap", "fuse-launcher")
@@ -143,7 +152,7 @@ def test_fuse_image_is_required_when_3fs_is_on():
 def test_standalone_has_no_sidecar_and_no_3fs_objects():
     objects = render(environment_values("standalone"))
     worker = one(objects, "StatefulSet", "worker")
-    assert "initContainers" not in pod_spec(worker)
+    assert [c["name"] for c in pod_spec(worker)["initContainers"]] == ["resolve"]
     assert not find(objects, "ConfigMap", "fuse-launcher")
     assert not find(objects, "Secret")
     names = {v["name"] for v in pod_spec(worker)["volumes"]}

@@ -71,10 +71,14 @@ def test_worker_runs_on_the_seed_node_with_host_network(worker):
     assert container(worker, "worker")["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
-def test_worker_uses_the_seed_pod_ips_for_etcd_and_nats(worker):
-    env = env_of(container(worker, "worker"))
-    assert env["ETCD_ENDPOINTS"] == "172.29.22.14:2379,172.29.202.242:2379,172.29.134.203:2379"
-    assert env["NATS_SERVER"] == "nats://172.29.182.124:4222"
+def test_worker_resolves_the_seed_services_to_pod_ips(worker):
+    """The seed pasted etcd/NATS pod IPs by hand; the init container resolves baseten's Services at every start."""
+    args = container(worker, "resolve")["args"]
+    assert args[0] == "worker-init"
+    assert {"--resolve", "--etcd-service=baseten/etcd-headless:2379", "--etcd-port-name=client",
+            "--nats-service=baseten/nats-headless:4222", "--nats-port-name=client"} <= set(args)
+    script = container(worker, "worker")["command"][2]
+    assert script.startswith(". /run/dynamo-offloading/worker.env\n")
 
 
 def test_frontend_reaches_etcd_and_nats_by_dns(objects):
@@ -100,8 +104,11 @@ def test_worker_runs_offline_from_the_local_snapshot(worker):
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["TRANSFORMERS_OFFLINE"] == "1"
     assert env["HF_HOME"] == "/data/huggingface"
-    snapshot = environment_values("ipoib")["worker"]["model"]["snapshot"]
-    assert f"--model-path=/data/huggingface/hub/models--Qwen--Qwen3-8B/snapshots/{snapshot}" in c["args"]
+    # No snapshot hash in the values: the init container resolves refs/main in the node's cache.
+    resolve = container(worker, "resolve")["args"]
+    assert {"--hf-home=/data/huggingface", "--model-repo=Qwen/Qwen3-8B", "--model-revision=main"} <= set(resolve)
+    assert not [a for a in resolve if a.startswith("--model-snapshot")]
+    assert 'exec python3 -m dynamo.trtllm --model-path="$MODEL_PATH" "$@"' in c["command"][2]
     assert "--served-model-name=Qwen/Qwen3-8B" in c["args"]
     assert "--extra-engine-args=/etc/dynamo/engine/engine.yaml" in c["args"]
     hf = next(v for v in pod_spec(worker)["volumes"] if v["name"] == "hf-cache")

@@ -1,0 +1,184 @@
+{{/*
+dynamo-hooks: the pre-install/pre-upgrade Job and the worker's init container that resolve etcd and
+NATS, verify them and 3FS mgmtd, and find the model. Every helper takes the root context unless it
+says otherwise.
+*/}}
+
+{{/*
+The hooks image; an empty tag means the chart's version.
+*/}}
+{{- define "dynamo-offloading.hooks.image" -}}
+{{- $image := deepCopy .Values.hooks.image }}
+{{- $_ := set $image "tag" ($image.tag | default .Chart.Version) }}
+{{- include "dynamo-offloading.image" $image }}
+{{- end }}
+
+{{- define "dynamo-offloading.hooks.preInstall.fullname" -}}
+{{- include "dynamo-offloading.component.fullname" (dict "root" . "component" "pre-install") }}
+{{- end }}
+
+{{/*
+The ConfigMap the pre-install hook records resolved addresses in. The chart renders it too (without
+data), so Helm owns it and deletes it on uninstall; the hook only sets data keys.
+*/}}
+{{- define "dynamo-offloading.hooks.recordName" -}}
+{{- include "dynamo-offloading.component.fullname" (dict "root" . "component" "endpoints") }}
+{{- end }}
+
+{{/*
+Where the worker finds one of etcd/NATS. Context: (dict "root" $ "name" "etcd").
+Returns JSON {explicit, namespace, service, port, portName, embedded}.
+*/}}
+{{- define "dynamo-offloading.hooks.source" -}}
+{{- $v := index .root.Values .name }}
+{{- $explicit := ternary (join "," ($v.endpoints | default list)) ($v.url | default "") (eq .name "etcd") }}
+{{- if $explicit }}
+{{- toJson (dict "explicit" $explicit) }}
+{{- else if $v.embedded.enabled }}
+{{- toJson (dict "namespace" .root.Release.Namespace "service" (include "dynamo-offloading.component.fullname" (dict "root" .root "component" .name)) "port" (int $v.embedded.clientPort) "portName" "client" "embedded" true) }}
+{{- else if and $v.service.name $v.service.namespace }}
+{{- toJson (dict "namespace" $v.service.namespace "service" $v.service.name "port" (int $v.service.port) "portName" $v.service.portName) }}
+{{- else }}
+{{- toJson dict }}
+{{- end }}
+{{- end }}
+
+{{/*
+Namespaces whose EndpointSlices must be read: those of the Services a hostNetwork worker resolves to
+pod IPs. A JSON list, empty when nothing is resolved.
+*/}}
+{{- define "dynamo-offloading.hooks.discoveryNamespaces" -}}
+{{- $namespaces := list }}
+{{- if .Values.worker.hostNetwork }}
+{{- range $name := list "etcd" "nats" }}
+{{- $source := include "dynamo-offloading.hooks.source" (dict "root" $ "name" $name) | fromJson }}
+{{- with $source.namespace }}
+{{- $namespaces = append $namespaces . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson ($namespaces | uniq) }}
+{{- end }}
+
+{{/*
+dynamo-hooks arguments that say where etcd and NATS are and how to check them, shared by the hook
+Job and the init container. Context: (dict "root" $ "checks" bool).
+*/}}
+{{- define "dynamo-offloading.hooks.peerArgs" -}}
+{{- $root := .root }}
+{{- if $root.Values.worker.hostNetwork }}
+- --resolve
+{{- end }}
+{{- range $name := list "etcd" "nats" }}
+{{- $source := include "dynamo-offloading.hooks.source" (dict "root" $root "name" $name) | fromJson }}
+{{- if $source.explicit }}
+- --{{ ternary "etcd-endpoints" "nats-url" (eq $name "etcd") }}={{ $source.explicit }}
+{{- else if $source.service }}
+- --{{ $name }}-service={{ $source.namespace }}/{{ $source.service }}:{{ $source.port }}
+- --{{ $name }}-port-name={{ $source.portName }}
+{{- end }}
+{{- if $source.embedded }}
+- --{{ $name }}-embedded
+{{- end }}
+{{- if $.checks }}
+- --{{ $name }}-check={{ index $root.Values.hooks.preInstall.checks $name }}
+{{- end }}
+{{- end }}
+{{- if $root.Values.nats.tls.enabled }}
+- --nats-cert=/etc/dynamo/nats-tls/{{ $root.Values.nats.tls.certKey }}
+- --nats-key=/etc/dynamo/nats-tls/{{ $root.Values.nats.tls.keyKey }}
+{{- end }}
+- --timeout={{ $root.Values.hooks.timeoutSeconds }}
+{{- end }}
+
+{{/*
+Hook annotations. Context: (dict "weight" "-5").
+*/}}
+{{- define "dynamo-offloading.hooks.preInstall.annotations" -}}
+helm.sh/hook: pre-install,pre-upgrade
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end }}
+
+{{/*
+The container settings dynamo-hooks runs with wherever it runs: image, environment (etcd/NATS
+credentials and certificates, as the worker gets them), resources and a restricted non-root context.
+Context: (dict "root" $ "dns" bool).
+*/}}
+{{- define "dynamo-offloading.hooks.container" -}}
+image: {{ include "dynamo-offloading.hooks.image" .root | quote }}
+imagePullPolicy: {{ .root.Values.hooks.image.pullPolicy }}
+env:
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
+  {{- include "dynamo-offloading.connection.env" . | trim | nindent 2 }}
+resources:
+  {{- toYaml .root.Values.hooks.resources | nindent 2 }}
+securityContext:
+  {{- include "dynamo-offloading.restrictedSecurityContext" (dict "runAsNonRoot" true "runAsUser" 65532 "runAsGroup" 65532 "readOnlyRootFilesystem" true) | trim | nindent 2 }}
+{{- end }}
+
+{{/*
+Rules of a Role that reads a namespace's Services and EndpointSlices.
+*/}}
+{{/*
+Name of a Role or RoleBinding that reads another namespace's Services: the release namespace is part
+of it, so releases of the same name in two namespaces do not collide there.
+Context: (dict "root" $ "component" "pre-install").
+*/}}
+{{- define "dynamo-offloading.hooks.discoveryName" -}}
+{{- printf "%s-%s-discovery" (include "dynamo-offloading.component.fullname" .) .root.Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
+
+{{/*
+Metadata of an object in a namespace the Services live in (not always the release's), with hook
+annotations when weight is set. Context: (dict "root" $ "component" "pre-install" "namespace" "baseten" "weight" "-5").
+*/}}
+{{- define "dynamo-offloading.hooks.discoveryMetadata" -}}
+name: {{ include "dynamo-offloading.hooks.discoveryName" . }}
+namespace: {{ .namespace }}
+labels:
+  {{- include "dynamo-offloading.labels" . | trim | nindent 2 }}
+{{- with .weight }}
+annotations:
+  {{- include "dynamo-offloading.hooks.preInstall.annotations" (dict "weight" .) | trim | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Role reading Services and EndpointSlices in one namespace. Context as for discoveryMetadata.
+*/}}
+{{- define "dynamo-offloading.hooks.discoveryRole" -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  {{- include "dynamo-offloading.hooks.discoveryMetadata" . | trim | nindent 2 }}
+rules:
+  - apiGroups: [""]
+    resources: [services]
+    verbs: [get]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list]
+{{- end }}
+
+{{/*
+Its RoleBinding, to the component's ServiceAccount in the release namespace. Context as for discoveryMetadata.
+*/}}
+{{- define "dynamo-offloading.hooks.discoveryRoleBinding" -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  {{- include "dynamo-offloading.hooks.discoveryMetadata" . | trim | nindent 2 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ include "dynamo-offloading.hooks.discoveryName" . }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "dynamo-offloading.component.fullname" . }}
+    namespace: {{ .root.Release.Namespace }}
+{{- end }}
