@@ -174,7 +174,8 @@ def test_hooks_image_defaults_to_the_chart_version():
 
 
 def test_tls_and_credentials_reach_the_checks():
-    values = {"etcd": {"auth": {"existingSecret": "etcd-creds"}, "tls": {"enabled": True, "existingSecret": "etcd-tls"}},
+    values = {"etcd": {"auth": {"existingSecret": "etcd-creds"},
+                       "tls": {"enabled": True, "existingSecret": "etcd-tls"}},
               "nats": {"tls": {"enabled": True, "existingSecret": "nats-tls"}}}
     job = one(render(IPOIB, values), "Job", "pre-install")
     c = container(job, "pre-install")
