@@ -33,8 +33,9 @@ def finish(reports, as_json):
                     log(f"{finding.status}: {finding.line(r.check)}")
             log(r.summary())
     failed = [r for r in reports if not r.ok]
-    for r in failed:
-        print(r.summary(), file=sys.stderr)
+    if failed:
+        more = f" (and {len(failed) - 1} more failed: {', '.join(r.check for r in failed[1:])})" if failed[1:] else ""
+        print(failed[0].summary() + more, file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -66,10 +66,11 @@ def wait_for(plan, api, conn, log):
         if report is not None and (report.ok or conn.check == "off"):
             return urls, source
         why = report.summary() if isinstance(report, Report) else f"{conn.name}: no address"
-        if time.monotonic() + RETRY_SECONDS > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise TimeoutError(f"{why} (waited {plan.wait_seconds:.0f} s)")
         log(f"waiting: {why}")
-        time.sleep(RETRY_SECONDS)
+        time.sleep(min(RETRY_SECONDS, remaining))
 
 
 def handoff(plan, api, log):

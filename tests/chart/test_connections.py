@@ -68,6 +68,7 @@ def test_embedded_servers_use_the_secrets_too():
 
 
 def test_frontend_falls_back_to_explicit_endpoints_without_a_service():
-    values = {"etcd": {"service": {"name": "", "namespace": ""}, "endpoints": ["172.29.22.14:2379", "172.29.202.242:2379"]}}
+    values = {"etcd": {"service": {"name": "", "namespace": ""},
+                       "endpoints": ["172.29.22.14:2379", "172.29.202.242:2379"]}}
     env = workload_env(render(IPOIB, values), "Deployment", "frontend", "frontend")
     assert env["ETCD_ENDPOINTS"] == "172.29.22.14:2379,172.29.202.242:2379"

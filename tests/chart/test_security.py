@@ -7,8 +7,8 @@ import pytest
 
 from tests.helm import (
     CHART,
-    containers,
     container,
+    containers,
     environment_values,
     find,
     helm,

@@ -1,0 +1,45 @@
+"""A test cluster for the end-to-end hook commands: real etcd and NATS on loopback, a 3FS wire-format
+peer, and the FAKE Kubernetes API serving their Services and EndpointSlices."""
+
+import contextlib
+import pathlib
+
+from tests.hooks.fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, service
+from tests.hooks.servers import free_port
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{url}"}}}}]
+users: [{{name: hooks, user: {{token: fake-token}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: hooks}}}}]
+current-context: fake
+"""
+
+
+def write_kubeconfig(directory, url):
+    path = pathlib.Path(directory) / "kubeconfig"
+    path.write_text(KUBECONFIG.format(url=url))
+    return str(path)
+
+
+def dead_url():
+    """An API URL nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def publish(fake, namespace, name, port, ready_ips=("127.0.0.1",), not_ready_ips=()):
+    """A headless Service and its EndpointSlice, as the cluster's controllers write them; not-ready pods are
+    published with ready=true but serving=false (publishNotReadyAddresses)."""
+    fake.add_service(service(namespace, name, ports=(("client", port),), publish_not_ready=bool(not_ready_ips)))
+    endpoints = [endpoint(ip, namespace=namespace) for ip in ready_ips]
+    endpoints += [endpoint(ip, ready=True, serving=False, namespace=namespace) for ip in not_ready_ips]
+    fake.add_endpoint_slice(endpoint_slice(namespace, name, endpoints, ports=(("client", port),)))
+
+
+@contextlib.contextmanager
+def fake_api(monkeypatch, tmp_path):
+    """The fake API server, with KUBECONFIG pointing at it for the process under test."""
+    with FakeKubeApi() as fake:
+        monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, fake.url))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield fake

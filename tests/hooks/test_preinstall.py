@@ -1,0 +1,144 @@
+"""`dynamo-hooks pre-install` end to end: the FAKE Kubernetes API for the Services and the record, real
+etcd and NATS servers on loopback, and a 3FS wire-format peer for mgmtd."""
+
+import json
+
+import pytest
+
+from dynamo_hooks import cli
+from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
+from tests.hooks.servers import etcd_server, free_port, nats_server
+from tests.hooks.threefs_peer import ThreeFSPeer
+
+RELEASE_NS = "dynamo-qwen"
+RECORD = "dynamo-dynamo-offloading-endpoints"
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    with etcd_server(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory):
+    with nats_server(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture
+def mgmtd():
+    with ThreeFSPeer("primary", cluster_id="ipoib") as peer:
+        yield peer
+
+
+@pytest.fixture
+def api(monkeypatch, tmp_path, etcd, nats):
+    with fake_api(monkeypatch, tmp_path) as fake:
+        publish(fake, "baseten", "etcd-headless", etcd.port, not_ready_ips=("127.0.0.2",))
+        publish(fake, "baseten", "nats-headless", nats.port)
+        yield fake
+
+
+def pre_install(*extra, mgmtd=None, cluster_id="ipoib"):
+    args = ["pre-install", "--resolve", "--timeout=2",
+            "--etcd-service=baseten/etcd-headless:2379", "--nats-service=baseten/nats-headless:4222",
+            f"--record-name={RECORD}", f"--record-namespace={RELEASE_NS}",
+            "--record-label=app.kubernetes.io/managed-by=Helm",
+            "--record-annotation=meta.helm.sh/release-name=dynamo",
+            f"--record-annotation=meta.helm.sh/release-namespace={RELEASE_NS}"]
+    if mgmtd:
+        args += [f"--mgmtd-addresses={mgmtd.address('RDMA')}", f"--cluster-id={cluster_id}"]
+    return cli.main(args + list(extra))
+
+
+def record(api):
+    return api.get("configmaps", RELEASE_NS, RECORD)
+
+
+def test_resolves_verifies_and_records(api, etcd, nats, mgmtd, capsys):
+    assert pre_install(mgmtd=mgmtd) == 0
+    out = capsys.readouterr().out
+    assert "mgmtd: ok" in out and f"recorded the resolved addresses in ConfigMap {RELEASE_NS}/{RECORD} (created)" in out
+    cm = record(api)
+    # Only the serving pod: 127.0.0.2 is published ready but is not serving.
+    assert cm["data"] == {"ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd.port}", "NATS_SERVER": f"nats://127.0.0.1:{nats.port}"}
+    assert cm["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "Helm"}
+    assert cm["metadata"]["annotations"] == {"meta.helm.sh/release-name": "dynamo",
+                                             "meta.helm.sh/release-namespace": RELEASE_NS}
+    assert pre_install(mgmtd=mgmtd) == 0  # pre-upgrade: the same ConfigMap, updated
+    assert "(updated)" in capsys.readouterr().out
+
+
+def test_json_report(api, mgmtd, capsys):
+    assert pre_install("--json", mgmtd=mgmtd) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert [c["check"] for c in report["checks"]] == ["etcd", "nats", "mgmtd"]
+    primary = report["checks"][2]["findings"][0]
+    assert primary["reason"] == "ok" and primary["details"]["hostname"]
+
+
+def test_wrong_cluster_fails_and_records_nothing(api, mgmtd, capsys):
+    assert pre_install(mgmtd=mgmtd, cluster_id="other") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mgmtd {mgmtd.address('RDMA')}:")
+    assert "cluster" in err[0].lower()
+    assert record(api) is None
+
+
+def test_etcd_down_names_the_peer(api, capsys):
+    api.objects["endpointslices"].clear()
+    dead = free_port()
+    publish(api, "baseten", "etcd-headless", dead)
+    publish(api, "baseten", "nats-headless", free_port())
+    assert pre_install() == 1
+    err = capsys.readouterr().err
+    assert f"etcd http://127.0.0.1:{dead}:" in err and "refused" in err
+    assert record(api) is None
+
+
+def test_warn_mode_goes_on(api, etcd, capsys):
+    api.objects["endpointslices"].clear()
+    publish(api, "baseten", "etcd-headless", etcd.port)
+    publish(api, "baseten", "nats-headless", free_port())
+    assert pre_install("--nats-check=warn") == 0
+    out = capsys.readouterr().out
+    assert "warning: nats nats://127.0.0.1:" in out
+    assert record(api)["data"]["ETCD_ENDPOINTS"] == f"http://127.0.0.1:{etcd.port}"
+
+
+def test_forbidden_namespace(api, capsys):
+    api.forbid("baseten")
+    assert pre_install() == 1
+    err = capsys.readouterr().err
+    assert "forbidden" in err and "baseten" in err
+
+
+def test_missing_service(api, capsys):
+    api.objects["services"].clear()
+    assert pre_install() == 1
+    assert "Service baseten/etcd-headless not found" in capsys.readouterr().err
+
+
+def test_explicit_addresses_need_no_api(monkeypatch, tmp_path, etcd, nats, capsys):
+    monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
+    args = ["pre-install", "--resolve", "--timeout=2", f"--etcd-endpoints={etcd.address}",
+            f"--nats-url=nats://{nats.address}"]
+    assert cli.main(args) == 0
+    assert "etcd: ok" in capsys.readouterr().out
+
+
+def test_embedded_servers_are_skipped(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
+    args = ["pre-install", "--timeout=1", f"--etcd-service={RELEASE_NS}/etcd:2379", "--etcd-embedded",
+            f"--nats-service={RELEASE_NS}/nats:4222", "--nats-embedded"]
+    assert cli.main(args) == 0
+    assert "created after this hook" in capsys.readouterr().out
+
+
+def test_unreachable_api_fails_with_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
+    assert pre_install() == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreachable" in err[0]

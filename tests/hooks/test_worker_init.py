@@ -1,0 +1,123 @@
+"""`dynamo-hooks worker-init`, the worker's init container, end to end: resolution through the FAKE
+Kubernetes API, its fallbacks, waiting for real etcd and NATS, and the model in a real cache layout."""
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from dynamo_hooks import cli
+from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
+from tests.hooks.servers import etcd_server, free_port, nats_server
+from tests.hooks.test_model_path import MAIN, write_cache
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    with etcd_server(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory):
+    with nats_server(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture
+def hf_home(tmp_path):
+    write_cache(tmp_path / "hf")
+    return tmp_path / "hf"
+
+
+def worker_init(tmp_path, hf_home, *extra, wait=5):
+    output = tmp_path / "worker.env"
+    args = ["worker-init", "--resolve", "--timeout=1", f"--wait={wait}",
+            "--etcd-service=baseten/etcd-headless:2379", "--nats-service=baseten/nats-headless:4222",
+            f"--hf-home={hf_home}", "--model-repo=Qwen/Qwen3-8B", f"--output={output}"]
+    return cli.main(args + list(extra)), output
+
+
+def sourced(env_file, *names):
+    """The variables as the worker's shell sees them after sourcing the file."""
+    script = f". {env_file}; " + "; ".join(f'printf "%s\\n" "${name}"' for name in names)
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def record_dir(tmp_path, **data):
+    """The hook's record as the kubelet mounts a ConfigMap: one file per key."""
+    directory = tmp_path / "record"
+    directory.mkdir()
+    for key, value in data.items():
+        (directory / key).write_text(value)
+    return directory
+
+
+def test_resolves_and_hands_over(monkeypatch, tmp_path, etcd, nats, hf_home):
+    with fake_api(monkeypatch, tmp_path) as api:
+        publish(api, "baseten", "etcd-headless", etcd.port, not_ready_ips=("127.0.0.9",))
+        publish(api, "baseten", "nats-headless", nats.port)
+        status, env_file = worker_init(tmp_path, hf_home)
+    assert status == 0
+    assert sourced(env_file, "ETCD_ENDPOINTS", "NATS_SERVER", "MODEL_PATH") == [
+        f"http://127.0.0.1:{etcd.port}", f"nats://127.0.0.1:{nats.port}",
+        str(hf_home / "hub" / "models--Qwen--Qwen3-8B" / "snapshots" / MAIN)]
+
+
+def test_unreachable_api_falls_back_to_the_record(monkeypatch, tmp_path, etcd, nats, hf_home, capsys):
+    monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
+    record = record_dir(tmp_path, ETCD_ENDPOINTS=f"http://127.0.0.1:{etcd.port}",
+                        NATS_SERVER=f"nats://127.0.0.1:{nats.port}")
+    status, env_file = worker_init(tmp_path, hf_home, f"--record-dir={record}")
+    assert status == 0
+    assert sourced(env_file, "ETCD_ENDPOINTS", "NATS_SERVER") == [f"http://127.0.0.1:{etcd.port}",
+                                                                 f"nats://127.0.0.1:{nats.port}"]
+    assert "(record)" in capsys.readouterr().out
+
+
+def test_no_api_and_no_record_leaves_the_values(monkeypatch, tmp_path, hf_home):
+    """Without the API or a record (installed with --no-hooks), the worker keeps the chart's values."""
+    monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
+    status, env_file = worker_init(tmp_path, hf_home, f"--record-dir={tmp_path / 'absent'}")
+    assert status == 0
+    assert "ETCD_ENDPOINTS" not in env_file.read_text() and "MODEL_PATH" in env_file.read_text()
+
+
+def test_waits_for_etcd_then_gives_up_naming_it(monkeypatch, tmp_path, nats, hf_home, capsys):
+    with fake_api(monkeypatch, tmp_path) as api:
+        dead = free_port()
+        publish(api, "baseten", "etcd-headless", dead)
+        publish(api, "baseten", "nats-headless", nats.port)
+        start = time.monotonic()
+        status, env_file = worker_init(tmp_path, hf_home, wait=3)
+        elapsed = time.monotonic() - start
+    assert status == 1 and not env_file.exists()
+    assert 3 <= elapsed < 3 + 2 + 1  # the wait, plus at most one retry interval and one timeout
+    err = capsys.readouterr().err
+    assert f"etcd http://127.0.0.1:{dead}:" in err and "waited 3 s" in err
+
+
+def test_waits_until_a_not_yet_ready_server_serves(monkeypatch, tmp_path, etcd, nats, hf_home):
+    """An embedded server starts after the pre-install hook: the init container waits until it serves."""
+    with fake_api(monkeypatch, tmp_path) as api:
+        publish(api, "baseten", "etcd-headless", etcd.port, ready_ips=(), not_ready_ips=("127.0.0.1",))
+        publish(api, "baseten", "nats-headless", nats.port)
+        slices = [o for o in api.objects["endpointslices"].values() if "etcd" in o["metadata"]["name"]]
+
+        def becomes_ready():
+            time.sleep(1.5)
+            slices[0]["endpoints"][0]["conditions"]["serving"] = True
+
+        threading.Thread(target=becomes_ready, daemon=True).start()
+        status, env_file = worker_init(tmp_path, hf_home, wait=20)
+    assert status == 0
+    assert sourced(env_file, "ETCD_ENDPOINTS") == [f"http://127.0.0.1:{etcd.port}"]
+
+
+def test_missing_model_says_how_to_download(monkeypatch, tmp_path, etcd, nats, capsys):
+    monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
+    status, _ = worker_init(tmp_path, tmp_path / "empty-cache", f"--etcd-endpoints={etcd.address}",
+                            f"--nats-url=nats://{nats.address}")
+    assert status == 1
+    assert "huggingface-cli download Qwen/Qwen3-8B" in capsys.readouterr().err
