@@ -14,8 +14,6 @@ from dynamo_hooks.kube import NO_PORT, NO_READY_ENDPOINTS, KubeError, api_errors
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
-ResolveError = KubeError  # the one exception type of the API helpers
-
 
 def is_serving(conditions):
     """serving (else ready, else true), and not terminating."""

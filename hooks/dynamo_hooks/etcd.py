@@ -160,5 +160,6 @@ def check_etcd(endpoints, timeout, tls=None, credentials=None):
     deadline = time.monotonic() + timeout + JOIN_GRACE
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-    findings = [f or Finding(u, ERROR, "timeout", f"no answer within {timeout:g}s") for f, u in zip(findings, urls)]
+    findings = [finding or Finding(url, ERROR, "timeout", f"no answer within {timeout:g}s")
+                for finding, url in zip(findings, urls, strict=True)]
     return Report("etcd", findings, need="any")

@@ -51,15 +51,3 @@ def write_record(api, namespace, name, data, labels, annotations, timeout):
                     raise
     raise AssertionError("not reached: the second attempt returns or raises")
 
-
-def read_record(api, namespace, name, timeout):
-    """The data of ConfigMap `namespace`/`name` ({} when it has none), or None when it does not exist.
-    Other failures raise KubeError."""
-    with api_errors(**_context(api, namespace, name, timeout, "get")):
-        try:
-            found = client.CoreV1Api(api).read_namespaced_config_map(name, namespace, _request_timeout=timeout)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-    return dict(found.data or {})

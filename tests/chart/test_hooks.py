@@ -84,7 +84,7 @@ def test_hook_rbac_is_least_privilege(helm_major):
     # create cannot be narrowed by resourceNames; everything else is on the one ConfigMap.
     assert record == [
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [RECORD], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [RECORD], "verbs": ["patch"]},
     ]
     for binding in find(objects, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dynamo-dynamo-offloading-pre-install",

@@ -75,6 +75,10 @@ def test_bare_address_becomes_http(etcd):
     assert finding.peer == f"http://{etcd.address}" and finding.status == OK
 
 
+def test_host_name_endpoint(etcd):
+    assert check_etcd([f"localhost:{etcd.port}"], TIMEOUT).ok
+
+
 def test_normalize():
     assert normalize("10.0.0.1:2379") == "http://10.0.0.1:2379"
     assert normalize("10.0.0.1:2379", tls=object()) == "https://10.0.0.1:2379"

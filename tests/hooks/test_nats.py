@@ -95,9 +95,9 @@ def test_healthy_server_with_jetstream(nats):
     json.dumps(report.as_dict())
 
 
-@pytest.mark.parametrize("form", ["{address}", "nats://{address}", "nats://{address}/"])
+@pytest.mark.parametrize("form", ["{address}", "nats://{address}", "nats://{address}/", "nats://localhost:{port}"])
 def test_address_forms(nats, form):
-    assert one(check_nats(form.format(address=nats.address), TIMEOUT)).status == OK
+    assert one(check_nats(form.format(address=nats.address, port=nats.port), TIMEOUT)).status == OK
 
 
 def test_parse_server():

@@ -1,9 +1,9 @@
-"""write_record / read_record against the fake Kubernetes API."""
+"""write_record against the fake Kubernetes API."""
 
 import pytest
 
 from dynamo_hooks.kube import KubeError
-from dynamo_hooks.record import read_record, write_record
+from dynamo_hooks.record import write_record
 from tests.hooks.fake_kube_api import FakeKubeApi, config_map
 
 NS, NAME = "baseten", "dynamo-offloading-endpoints"
@@ -62,20 +62,6 @@ def test_update_of_a_chart_made_config_map(fake):
     assert fake.requests[-1].body == {"data": {"NATS_SERVER": "nats://10.0.2.3:4222"}}
 
 
-def test_read(fake):
-    write(fake, {"ETCD_ENDPOINTS": "http://10.0.1.5:2379"})
-    assert read_record(fake.api_client(), NS, NAME, 3.0) == {"ETCD_ENDPOINTS": "http://10.0.1.5:2379"}
-
-
-def test_read_missing(fake):
-    assert read_record(fake.api_client(), NS, NAME, 3.0) is None
-
-
-def test_read_without_data(fake):
-    fake.add_config_map({"metadata": {"name": NAME, "namespace": NS}})
-    assert read_record(fake.api_client(), NS, NAME, 3.0) == {}
-
-
 def test_write_forbidden(fake):
     fake.forbid(NS, "configmaps")
     with pytest.raises(KubeError) as caught:
@@ -94,18 +80,10 @@ def test_patch_forbidden(fake):
     assert f"cannot patch configmaps in namespace {NS}" in caught.value.message
 
 
-def test_read_forbidden(fake):
-    fake.forbid(NS, "configmaps", "get")
-    with pytest.raises(KubeError) as caught:
-        read_record(fake.api_client(), NS, NAME, 3.0)
-    assert caught.value.reason == "forbidden"
-    assert f"cannot get configmaps in namespace {NS}" in caught.value.message
-
-
-def test_read_timeout(fake):
+def test_write_timeout(fake):
     fake.set_delay(3.0)
     with pytest.raises(KubeError) as caught:
-        read_record(fake.api_client(), NS, NAME, 0.5)
+        write_record(fake.api_client(), NS, NAME, {"ETCD_ENDPOINTS": "http://10.0.1.5:2379"}, {}, {}, 0.5)
     assert caught.value.reason == "timeout"
 
 
