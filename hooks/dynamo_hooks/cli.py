@@ -31,7 +31,8 @@ def finish(reports, as_json):
             for finding in r.findings:
                 if finding.status != report.OK or finding.reason != "ok":
                     log(f"{finding.status}: {finding.line(r.check)}")
-            log(r.summary())
+            if r.ok:
+                log(r.summary())
     failed = [r for r in reports if not r.ok]
     if failed:
         more = f" (and {len(failed) - 1} more failed: {', '.join(r.check for r in failed[1:])})" if failed[1:] else ""
