@@ -102,8 +102,10 @@ helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 
 {{/*
 The container settings dynamo-hooks runs with wherever it runs: image, environment (etcd/NATS
-credentials and certificates, as the worker gets them), resources and a restricted non-root context.
-Context: (dict "root" $ "dns" bool).
+credentials and certificates, as the worker gets them), resources, a restricted non-root context
+with a read-only root filesystem, and its volume mounts: a writable /tmp (client certificates given
+as PEM content are written there for the TLS library), the NATS certificates, then `mounts`.
+Context: (dict "root" $ "dns" bool "mounts" "yaml list or empty").
 */}}
 {{- define "dynamo-offloading.hooks.container" -}}
 image: {{ include "dynamo-offloading.hooks.image" .root | quote }}
@@ -118,6 +120,23 @@ resources:
   {{- toYaml .root.Values.hooks.resources | nindent 2 }}
 securityContext:
   {{- include "dynamo-offloading.restrictedSecurityContext" (dict "runAsNonRoot" true "runAsUser" 65532 "runAsGroup" 65532 "readOnlyRootFilesystem" true) | trim | nindent 2 }}
+volumeMounts:
+  - name: hooks-tmp
+    mountPath: /tmp
+  {{- include "dynamo-offloading.connection.volumeMounts" .root | trim | nindent 2 }}
+  {{- with .mounts }}
+  {{- . | trim | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+The pod volumes dynamo-hooks's container needs besides those its caller adds.
+*/}}
+{{- define "dynamo-offloading.hooks.volumes" -}}
+- name: hooks-tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: 16Mi
 {{- end }}
 
 {{/*

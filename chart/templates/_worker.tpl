@@ -94,8 +94,13 @@ hands both to the worker in /run/dynamo-offloading/worker.env.
 */}}
 {{- define "dynamo-offloading.worker.resolveContainer" -}}
 {{- $m := .Values.worker.model -}}
+{{- $resolves := include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray -}}
+{{- $mounts := list (dict "name" "handoff" "mountPath" "/run/dynamo-offloading") (dict "name" "hf-cache" "mountPath" (include "dynamo-offloading.worker.hfHome" .) "readOnly" true) }}
+{{- if $resolves }}
+{{- $mounts = concat $mounts (list (dict "name" "endpoints-record" "mountPath" "/etc/dynamo-offloading/record" "readOnly" true) (dict "name" "kube-api-access" "mountPath" "/var/run/secrets/kubernetes.io/serviceaccount" "readOnly" true)) }}
+{{- end -}}
 - name: resolve
-  {{- include "dynamo-offloading.hooks.container" (dict "root" $ "dns" (not .Values.worker.hostNetwork)) | trim | nindent 2 }}
+  {{- include "dynamo-offloading.hooks.container" (dict "root" $ "dns" (not .Values.worker.hostNetwork) "mounts" (toYaml $mounts)) | trim | nindent 2 }}
   args:
     - worker-init
     {{- include "dynamo-offloading.hooks.peerArgs" (dict "root" $ "checks" false) | trim | nindent 4 }}
@@ -106,25 +111,10 @@ hands both to the worker in /run/dynamo-offloading/worker.env.
     {{- with $m.snapshot }}
     - --model-snapshot={{ . }}
     {{- end }}
-    {{- if include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray }}
+    {{- if $resolves }}
     - --record-dir=/etc/dynamo-offloading/record
     {{- end }}
     - --output=/run/dynamo-offloading/worker.env
-  volumeMounts:
-    - name: handoff
-      mountPath: /run/dynamo-offloading
-    - name: hf-cache
-      mountPath: {{ include "dynamo-offloading.worker.hfHome" . }}
-      readOnly: true
-    {{- if include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray }}
-    - name: endpoints-record
-      mountPath: /etc/dynamo-offloading/record
-      readOnly: true
-    - name: kube-api-access
-      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
-      readOnly: true
-    {{- end }}
-    {{- include "dynamo-offloading.connection.volumeMounts" . | trim | nindent 4 }}
 {{- end }}
 
 {{/*
@@ -132,7 +122,8 @@ Volumes of the resolve init container: the hook's record (optional: absent after
 API token, projected here because the pod does not automount it.
 */}}
 {{- define "dynamo-offloading.worker.resolveVolumes" -}}
-{{- if include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray -}}
+{{- include "dynamo-offloading.hooks.volumes" . }}
+{{- if include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray }}
 - name: endpoints-record
   configMap:
     name: {{ include "dynamo-offloading.hooks.recordName" . }}

@@ -185,3 +185,17 @@ def test_tls_and_credentials_reach_the_checks():
     assert env["NATS_TLS_CA_CERT_PATH"] == "/etc/dynamo/nats-tls/ca.crt"
     assert {"--nats-cert=/etc/dynamo/nats-tls/tls.crt", "--nats-key=/etc/dynamo/nats-tls/tls.key"} <= set(c["args"])
     assert {"name": "nats-tls", "mountPath": "/etc/dynamo/nats-tls", "readOnly": True} in c["volumeMounts"]
+
+
+@pytest.mark.parametrize("env", ["ipoib", "standalone"])
+def test_hooks_run_read_only_with_a_writable_tmp(env):
+    """Client certificates given as PEM content are written to /tmp for the TLS library."""
+    objects = render(environment_values(env))
+    for obj, name in ((one(objects, "Job", "pre-install"), "pre-install"),
+                      (one(objects, "StatefulSet", "worker"), "resolve")):
+        c = container(obj, name)
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["runAsNonRoot"] is True
+        assert {"name": "hooks-tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+        volumes = {v["name"]: v for v in pod_spec(obj)["volumes"]}
+        assert volumes["hooks-tmp"] == {"name": "hooks-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
