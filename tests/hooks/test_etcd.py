@@ -1,7 +1,6 @@
 """check_etcd against real etcd 3.4 servers (Debian's /usr/bin/etcd) on 127.0.0.1."""
 
 import json
-import os
 import time
 
 import pytest
@@ -11,26 +10,8 @@ from dynamo_hooks.etcd import check_etcd, normalize
 from dynamo_hooks.report import ERROR, OK, WARNING
 from tests.hooks import servers
 
-pytestmark = pytest.mark.skipif(not os.path.exists(servers.ETCD), reason="etcd is not installed")
-
 TIMEOUT = 3.0
 PASSWORD = "s3cret-pw"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    return servers.make_certs(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
-def other_certs(tmp_path_factory):
-    return servers.make_certs(tmp_path_factory.mktemp("other-certs"), name="other")
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory):
-    with servers.etcd_server(tmp_path_factory.mktemp("etcd")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

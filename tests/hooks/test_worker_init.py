@@ -9,20 +9,8 @@ import pytest
 
 from dynamo_hooks import cli
 from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
-from tests.hooks.servers import etcd_server, free_port, nats_server
+from tests.hooks.servers import free_port
 from tests.hooks.test_model_path import MAIN, write_cache
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory):
-    with etcd_server(tmp_path_factory.mktemp("etcd")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory):
-    with nats_server(tmp_path_factory.mktemp("nats")) as server:
-        yield server
 
 
 @pytest.fixture
