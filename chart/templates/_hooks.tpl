@@ -62,10 +62,10 @@ pod IPs. A JSON list, empty when nothing is resolved.
 
 {{/*
 dynamo-hooks arguments that say where etcd and NATS are and how to check them, shared by the hook
-Job and the init container. Context: (dict "root" $ "checks" bool).
+Job and the init container (which waits for a required or warn check, and not for an off one).
 */}}
 {{- define "dynamo-offloading.hooks.peerArgs" -}}
-{{- $root := .root }}
+{{- $root := . }}
 {{- if $root.Values.worker.hostNetwork }}
 - --resolve
 {{- end }}
@@ -80,9 +80,7 @@ Job and the init container. Context: (dict "root" $ "checks" bool).
 {{- if $source.embedded }}
 - --{{ $name }}-embedded
 {{- end }}
-{{- if $.checks }}
 - --{{ $name }}-check={{ index $root.Values.hooks.preInstall.checks $name }}
-{{- end }}
 {{- end }}
 {{- if $root.Values.nats.tls.enabled }}
 - --nats-cert=/etc/dynamo/nats-tls/{{ $root.Values.nats.tls.certKey }}

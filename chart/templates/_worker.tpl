@@ -103,7 +103,7 @@ hands both to the worker in /run/dynamo-offloading/worker.env.
   {{- include "dynamo-offloading.hooks.container" (dict "root" $ "dns" (not .Values.worker.hostNetwork) "mounts" (toYaml $mounts)) | trim | nindent 2 }}
   args:
     - worker-init
-    {{- include "dynamo-offloading.hooks.peerArgs" (dict "root" $ "checks" false) | trim | nindent 4 }}
+    {{- include "dynamo-offloading.hooks.peerArgs" . | trim | nindent 4 }}
     - --wait={{ .Values.hooks.workerInit.waitSeconds }}
     - --hf-home={{ include "dynamo-offloading.worker.hfHome" . }}
     - --model-repo={{ $m.repoId }}

@@ -53,20 +53,24 @@ def find_addresses(plan, api, conn, log):
 
 
 def wait_for(plan, api, conn, log):
-    """URLs of `conn` once its check passes, or raise TimeoutError with the last failure after wait_seconds."""
+    """URLs of `conn` once its check passes (at once when its check is off). After wait_seconds, the last
+    failure raises TimeoutError, or with a warn check is logged and the start goes on."""
     deadline = time.monotonic() + plan.wait_seconds
     while True:
         try:
             urls, source = find_addresses(plan, api, conn, log)
-            report = connections.check(conn, urls, plan.timeout) if urls else None
+            report = connections.check(conn, urls, plan.timeout) if urls and conn.check != "off" else None
         except KubeError as err:
             urls, source, report = [], "endpointslices", connections.failed_report(conn, err)
         if not urls and source == "values":
             return [], source  # nothing better than what the worker's environment already holds
-        if report is not None and (report.ok or conn.check == "off"):
+        if urls and (report is None or report.ok):
             return urls, source
         why = report.summary() if isinstance(report, Report) else f"{conn.name}: no address"
         remaining = deadline - time.monotonic()
+        if remaining <= 0 and conn.check == "warn" and urls:
+            log(f"warning: {why} (waited {plan.wait_seconds:.0f} s); starting anyway")
+            return urls, source
         if remaining <= 0:
             raise TimeoutError(f"{why} (waited {plan.wait_seconds:.0f} s)")
         log(f"waiting: {why}")

@@ -66,8 +66,12 @@ def test_job_verifies_from_where_the_worker_stands(helm_major):
 def test_checks_can_warn_or_be_off():
     values = {"hooks": {"preInstall": {"checks": {"etcd": "warn", "nats": "off", "mgmtd": "warn"},
                                        "strictDecode": True}}}
-    args = args_of(one(render(IPOIB, values), "Job", "pre-install"), "pre-install")
+    objects = render(IPOIB, values)
+    args = args_of(one(objects, "Job", "pre-install"), "pre-install")
     assert {"--etcd-check=warn", "--nats-check=off", "--mgmtd-check=warn", "--strict"} <= set(args)
+    # The init container waits as the checks say: not for an off check, and goes on after a warn one.
+    resolve = args_of(one(objects, "StatefulSet", "worker"), "resolve")
+    assert {"--etcd-check=warn", "--nats-check=off"} <= set(resolve)
 
 
 def test_hook_rbac_is_least_privilege(helm_major):
@@ -108,7 +112,7 @@ def test_worker_resolves_at_every_start_with_its_own_rbac(helm_major):
     resolve = spec["initContainers"][0]
     assert "--record-dir=/etc/dynamo-offloading/record" in resolve["args"]
     assert "--wait=600" in resolve["args"]
-    assert not [a for a in resolve["args"] if a.endswith("-check=required")]
+    assert {"--etcd-check=required", "--nats-check=required"} <= set(resolve["args"])
     volumes = {v["name"]: v for v in spec["volumes"]}
     # Fallback when the API cannot be read: the hook's record, served by the kubelet; absent after --no-hooks.
     assert volumes["endpoints-record"]["configMap"] == {"name": RECORD, "optional": True}

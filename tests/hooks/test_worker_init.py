@@ -86,6 +86,19 @@ def test_waits_for_etcd_then_gives_up_naming_it(monkeypatch, tmp_path, nats, hf_
     assert f"etcd http://127.0.0.1:{dead}:" in err and "waited 3 s" in err
 
 
+def test_warn_and_off_checks_do_not_hold_the_start(monkeypatch, tmp_path, nats, hf_home, capsys):
+    with fake_api(monkeypatch, tmp_path) as api:
+        dead = free_port()
+        publish(api, "baseten", "etcd-headless", dead)
+        publish(api, "baseten", "nats-headless", nats.port)
+        status, env_file = worker_init(tmp_path, hf_home, "--etcd-check=warn", wait=1)
+        assert status == 0
+        assert f"warning: etcd http://127.0.0.1:{dead}: connection refused" in capsys.readouterr().out
+        assert sourced(env_file, "ETCD_ENDPOINTS") == [f"http://127.0.0.1:{dead}"]
+        status, env_file = worker_init(tmp_path, hf_home, "--etcd-check=off", wait=30)
+        assert status == 0 and "waiting" not in capsys.readouterr().out
+
+
 def test_waits_until_a_not_yet_ready_server_serves(monkeypatch, tmp_path, etcd, nats, hf_home):
     """An embedded server starts after the pre-install hook: the init container waits until it serves."""
     with fake_api(monkeypatch, tmp_path) as api:
