@@ -78,6 +78,24 @@ Pinned CPU tier in GiB, rounded up (the tier is given in decimal GB).
 {{- end }}
 
 {{/*
+The disk tier's directory of one worker: its own below kvbm.diskCacheDir, since 3FS is shared by
+every worker (and release). The kubelet expands $(POD_NAMESPACE) and $(POD_NAME).
+*/}}
+{{- define "dynamo-offloading.kvbm.workerCacheDir" -}}
+{{- printf "%s/$(POD_NAMESPACE)/$(POD_NAME)" (.Values.kvbm.diskCacheDir | trimSuffix "/") }}
+{{- end }}
+
+{{/*
+Shell lines the worker runs before KVBM starts: create its own cache directory and clear the cache
+files a worker killed mid-allocation left there (KVBM unlinks its file only after registering it,
+and allocates a new one at every start). Another worker's directory is never touched.
+*/}}
+{{- define "dynamo-offloading.kvbm.prepareDiskDir" -}}
+mkdir -p "$DYN_KVBM_DISK_CACHE_DIR"
+rm -f "$DYN_KVBM_DISK_CACHE_DIR"/dynamo-kvbm-disk-cache-*
+{{- end }}
+
+{{/*
 The worker's KVBM environment. Presence-tested switches appear only when on.
 */}}
 {{- define "dynamo-offloading.kvbm.env" -}}
@@ -89,8 +107,16 @@ The worker's KVBM environment. Presence-tested switches appear only when on.
 {{- if include "dynamo-offloading.kvbm.tierOn" $k.diskCacheGB }}
 - name: DYN_KVBM_DISK_CACHE_GB
   value: {{ toString $k.diskCacheGB | quote }}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
 - name: DYN_KVBM_DISK_CACHE_DIR
-  value: {{ $k.diskCacheDir | quote }}
+  value: {{ include "dynamo-offloading.kvbm.workerCacheDir" . | quote }}
 {{- end }}
 {{- if include "dynamo-offloading.kvbm.switchOn" (dict "root" . "value" $k.diskDisableODirect) }}
 - name: DYN_KVBM_DISK_DISABLE_O_DIRECT

@@ -40,13 +40,32 @@ mgmtd_server_addresses = [{{ range $i, $a := $t.mgmtdAddresses }}{{ if $i }}, {{
 {{- end }}
 
 {{/*
+Extended regex matching the mountinfo lines of mounts at the mountpoint (mount points sit in field 5).
+*/}}
+{{- define "dynamo-offloading.threefs.mountinfoPattern" -}}
+{{- printf "^([^ ]+ ){4}%s " (include "dynamo-offloading.threefs.mountpoint" . | regexQuoteMeta) }}
+{{- end }}
+
+{{/*
 Shell test that passes only when the mountpoint is a live fuse.hf3fs mount: listed as that
-type in mountinfo (mount points sit in field 5) and answering stat (a dead FUSE daemon gives
-ENOTCONN).
+type in mountinfo and answering stat (a dead FUSE daemon gives ENOTCONN).
 */}}
 {{- define "dynamo-offloading.threefs.mountIsLive" -}}
 {{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
-grep -Eq '^([^ ]+ ){4}{{ regexQuoteMeta $mp }} .* - fuse\.hf3fs ' /proc/self/mountinfo && stat {{ $mp | quote }} >/dev/null
+grep -Eq '{{ include "dynamo-offloading.threefs.mountinfoPattern" . }}.* - fuse\.hf3fs ' /proc/self/mountinfo && stat {{ $mp | quote }} >/dev/null
+{{- end }}
+
+{{/*
+Shell lines that lazily detach every mount at the mountpoint, stacked ones included. The sidecar
+runs them when it starts, since a restart after a crash finds the previous daemon's mount dead
+("Transport endpoint is not connected") and could not mount over it, and when it stops.
+*/}}
+{{- define "dynamo-offloading.threefs.detachMount" -}}
+{{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
+while grep -Eq '{{ include "dynamo-offloading.threefs.mountinfoPattern" . }}' /proc/self/mountinfo; do
+  echo "detaching the mount at {{ $mp }}"
+  umount -l {{ $mp | quote }} || fusermount3 -uz {{ $mp | quote }} || break
+done
 {{- end }}
 
 {{/*
@@ -68,6 +87,7 @@ the host (Bidirectional needs privileged).
       {{- if eq $t.transport "rdma" }}
       ulimit -l unlimited
       {{- end }}
+      {{- include "dynamo-offloading.threefs.detachMount" . | nindent 6 }}
       mkdir -p {{ $mp | quote }}
       exec {{ $t.fuse.binary }} --launcher_cfg /etc/3fs/launcher.toml
   securityContext:
@@ -96,7 +116,7 @@ the host (Bidirectional needs privileged).
   lifecycle:
     preStop:
       exec:
-        command: ["/bin/sh", "-c", {{ printf "umount -l %s || true" ($mp | quote) | quote }}]
+        command: ["/bin/sh", "-c", {{ include "dynamo-offloading.threefs.detachMount" . | quote }}]
   volumeMounts:
     - name: threefs-mount-root
       mountPath: {{ $t.mountRoot.mountPath }}

@@ -76,13 +76,16 @@ httpGet:
 
 {{/*
 The worker's start: take the addresses and the model path the init container resolved, record the
-3FS mount's device for the liveness probe, then run dynamo.trtllm with the container's args.
+3FS mount's device for the liveness probe, prepare its disk-tier directory, then run dynamo.trtllm
+with the container's args.
 */}}
 {{- define "dynamo-offloading.worker.startScript" -}}
 . /run/dynamo-offloading/worker.env
 {{- if include "dynamo-offloading.kvbm.diskOnThreefs" . }}
 stat -c %d {{ include "dynamo-offloading.threefs.mountpoint" . | quote }} > /run/dynamo-offloading/mount-device
-mkdir -p {{ .Values.kvbm.diskCacheDir | quote }}
+{{- end }}
+{{- if include "dynamo-offloading.kvbm.tierOn" .Values.kvbm.diskCacheGB }}
+{{ include "dynamo-offloading.kvbm.prepareDiskDir" . }}
 {{- end }}
 exec python3 -m dynamo.trtllm --model-path="$MODEL_PATH" "$@"
 {{- end }}

@@ -55,7 +55,11 @@ def test_worker_kvbm_env_is_the_seeds(worker):
     env = env_of(container(worker, "worker"))
     assert env["DYN_KVBM_CPU_CACHE_GB"] == "20"
     assert env["DYN_KVBM_DISK_CACHE_GB"] == "50"
-    assert env["DYN_KVBM_DISK_CACHE_DIR"] == "/mnt/3fs-root/3fs/kvbm_cache"
+    # Each worker has its own directory on the shared 3FS; the kubelet expands the variables defined before it.
+    assert env["DYN_KVBM_DISK_CACHE_DIR"] == "/mnt/3fs-root/3fs/kvbm_cache/$(POD_NAMESPACE)/$(POD_NAME)"
+    names = [e["name"] for e in container(worker, "worker")["env"]]
+    assert names.index("POD_NAME") < names.index("DYN_KVBM_DISK_CACHE_DIR")
+    assert names.index("POD_NAMESPACE") < names.index("DYN_KVBM_DISK_CACHE_DIR")
     assert env["DYN_KVBM_DISK_DISABLE_O_DIRECT"] == "true"
     assert env["DYN_KVBM_DISK_ZEROFILL_FALLBACK"] == "true"
     assert env["DYN_KVBM_METRICS"] == "true"
