@@ -109,3 +109,14 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
 
 def workloads(objects):
     return [o for o in objects if o["kind"] in WORKLOAD_KINDS]
+
+
+def node_cleanup_job(objects):
+    """The per-node cleanup Job the post-delete Job creates, as the chart renders it into a ConfigMap."""
+    return yaml.safe_load(one(objects, "ConfigMap", "cleanup-node")["data"]["job.yaml"])
+
+
+def with_embedded(objects):
+    """The objects, plus the manifests the chart embeds in ConfigMaps for its hooks to create."""
+    embedded = [node_cleanup_job(objects)] if find(objects, "ConfigMap", "cleanup-node") else []
+    return objects + embedded

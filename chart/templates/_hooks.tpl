@@ -90,12 +90,19 @@ Job and the init container (which waits for a required or warn check, and not fo
 {{- end }}
 
 {{/*
-Hook annotations. Context: (dict "weight" "-5").
+Hook annotations. Context: (dict "hook" "pre-install" "weight" "-5"); hook is pre-install (which
+also runs before upgrades) or post-delete. Post-delete hooks go when they fail too: no later
+install would replace them, and Helm shows a failed Job's log before deleting it.
 */}}
-{{- define "dynamo-offloading.hooks.preInstall.annotations" -}}
+{{- define "dynamo-offloading.hooks.annotations" -}}
+{{- if eq .hook "pre-install" }}
 helm.sh/hook: pre-install,pre-upgrade
-helm.sh/hook-weight: {{ .weight | quote }}
 helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- else }}
+helm.sh/hook: {{ .hook }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded,hook-failed
+{{- end }}
+helm.sh/hook-weight: {{ .weight | quote }}
 {{- end }}
 
 {{/*
@@ -109,10 +116,12 @@ Context: (dict "root" $ "dns" bool "mounts" "yaml list or empty").
 image: {{ include "dynamo-offloading.hooks.image" .root | quote }}
 imagePullPolicy: {{ .root.Values.hooks.image.pullPolicy }}
 env:
-  - name: POD_NAMESPACE
+  {{- range $var, $field := dict "POD_NAMESPACE" "metadata.namespace" "POD_NAME" "metadata.name" "POD_UID" "metadata.uid" }}
+  - name: {{ $var }}
     valueFrom:
       fieldRef:
-        fieldPath: metadata.namespace
+        fieldPath: {{ $field }}
+  {{- end }}
   {{- include "dynamo-offloading.connection.env" . | trim | nindent 2 }}
 resources:
   {{- toYaml .root.Values.hooks.resources | nindent 2 }}
@@ -121,7 +130,9 @@ securityContext:
 volumeMounts:
   - name: hooks-tmp
     mountPath: /tmp
-  {{- include "dynamo-offloading.connection.volumeMounts" .root | trim | nindent 2 }}
+  {{- with include "dynamo-offloading.connection.volumeMounts" .root | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
   {{- with .mounts }}
   {{- . | trim | nindent 2 }}
   {{- end }}
@@ -161,7 +172,7 @@ labels:
   {{- include "dynamo-offloading.labels" . | trim | nindent 2 }}
 {{- with .weight }}
 annotations:
-  {{- include "dynamo-offloading.hooks.preInstall.annotations" (dict "weight" .) | trim | nindent 2 }}
+  {{- include "dynamo-offloading.hooks.annotations" (dict "hook" "pre-install" "weight" .) | trim | nindent 2 }}
 {{- end }}
 {{- end }}
 
@@ -198,4 +209,22 @@ subjects:
   - kind: ServiceAccount
     name: {{ include "dynamo-offloading.component.fullname" . }}
     namespace: {{ .root.Release.Namespace }}
+{{- end }}
+
+{{/*
+The nodes the post-delete cleanup visits: hooks.postDelete.nodes, else the node worker.nodeSelector
+pins the worker to. A JSON list, empty when there is nothing to clean (no 3FS, or cleanup off).
+*/}}
+{{- define "dynamo-offloading.hooks.cleanupNodes" -}}
+{{- $p := .Values.hooks.postDelete }}
+{{- $nodes := list }}
+{{- if and .Values.threefs.enabled $p.enabled }}
+{{- $nodes = $p.nodes | default list }}
+{{- with (.Values.worker.nodeSelector | default dict) }}
+{{- if and (not $nodes) (get . "kubernetes.io/hostname") }}
+{{- $nodes = list (get . "kubernetes.io/hostname") }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $nodes }}
 {{- end }}

@@ -3,7 +3,7 @@
 import kubernetes_validate
 import pytest
 
-from tests.helm import CHART, ENVIRONMENTS, ROOT, environment_values, helm, render
+from tests.helm import CHART, ENVIRONMENTS, ROOT, environment_values, helm, render, with_embedded
 
 KUBERNETES_VERSIONS = [f"1.{minor}" for minor in range(29, 36)]
 # Prometheus Operator kinds: kubernetes-validate has no schema for CRDs and the CRDs are not
@@ -48,7 +48,7 @@ VARIANTS = {
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_kubernetes_validate_strict(env, variant, version):
     problems = []
-    for obj in render(environment_values(env), VARIANTS[variant]):
+    for obj in with_embedded(render(environment_values(env), VARIANTS[variant])):
         if obj["kind"] in CRD_KINDS:
             continue
         try:

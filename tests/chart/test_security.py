@@ -60,13 +60,16 @@ def test_unprivileged_containers_are_restricted(env):
 
 
 @pytest.mark.parametrize("env", ["ipoib", "standalone"])
-def test_only_the_resolvers_get_a_service_account_token(env):
+def test_only_the_resolvers_and_the_cleanup_get_a_service_account_token(env):
     """No ServiceAccount automounts its token. The pre-install Job mounts one only when it resolves
-    Services; the worker projects one into its resolve init container alone, never into the worker."""
-    resolves = environment_values(env)["worker"]["hostNetwork"]
+    Services, the post-delete Job when it has nodes to clean; the worker projects one into its resolve
+    init container alone, never into the worker."""
+    values = environment_values(env)
+    resolves = values["worker"]["hostNetwork"]
     for w in all_workloads(env):
         component = w["metadata"]["labels"]["app.kubernetes.io/component"]
-        expected = resolves and component == "pre-install"
+        cleans = values["threefs"]["enabled"] and component == "cleanup"
+        expected = (resolves and component == "pre-install") or cleans
         assert pod_spec(w)["automountServiceAccountToken"] is expected, w["metadata"]["name"]
         for c in containers(w):
             token_mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "kube-api-access"]

@@ -131,7 +131,8 @@ def test_explicit_addresses_skip_resolution():
     args = args_of(one(objects, "Job", "pre-install"), "pre-install")
     assert "--etcd-endpoints=10.0.0.1:2379,10.0.0.2:2379" in args and "--nats-url=nats://10.0.0.3:4222" in args
     assert not [a for a in args if a.startswith(("--etcd-service", "--nats-service", "--record-name"))]
-    assert not find(objects, "Role") and not find(objects, "ConfigMap", "endpoints")
+    assert not find(objects, "Role", "pre-install") and not find(objects, "Role", "worker")
+    assert not find(objects, "ConfigMap", "endpoints")
     assert pod_spec(one(objects, "Job", "pre-install"))["automountServiceAccountToken"] is False
     worker = pod_spec(one(objects, "StatefulSet", "worker"))
     assert "kube-api-access" not in {v["name"] for v in worker["volumes"]}
@@ -173,7 +174,7 @@ def test_hook_can_be_turned_off():
 def test_hooks_image_defaults_to_the_chart_version():
     job = one(render(IPOIB), "Job", "pre-install")
     assert container(job, "pre-install")["image"] == "dynamo-offloading-hooks:0.1.0"
-    job = one(render(IPOIB, {"hooks": {"image": {"repository": "reg:5000/hooks", "tag": "dev"}}}), "Job")
+    job = one(render(IPOIB, {"hooks": {"image": {"repository": "reg:5000/hooks", "tag": "dev"}}}), "Job", "pre-install")
     assert container(job, "pre-install")["image"] == "reg:5000/hooks:dev"
 
 
