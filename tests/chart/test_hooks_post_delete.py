@@ -50,6 +50,7 @@ def test_coordinator_visits_every_node(helm_major):
     assert arg(args, "nodes") == "gpu-a,gpu-b.rack-2,gpu-c"
     assert arg(args, "job-template") == "/etc/dynamo-offloading/cleanup/job.yaml"
     assert (arg(args, "pods-wait"), arg(args, "deadline")) == ("60", "90")
+    assert (arg(args, "owner-pod-name"), arg(args, "owner-pod-uid")) == ("$(POD_NAME)", "$(POD_UID)")
     worker_labels = one(objects, "StatefulSet", "worker")["spec"]["template"]["metadata"]["labels"]
     selector = dict(term.split("=") for term in arg(args, "worker-selector").split(","))
     assert selector.items() <= worker_labels.items()
