@@ -8,7 +8,20 @@ import json
 import os
 import sys
 
-from dynamo_hooks import connections, endpoints, etcd, kube, mgmtd, model_path, nats, preinstall, report, worker_init
+from dynamo_hooks import (
+    connections,
+    endpoints,
+    etcd,
+    kube,
+    mgmtd,
+    model_path,
+    mounts,
+    nats,
+    node_cleanup,
+    preinstall,
+    report,
+    worker_init,
+)
 from dynamo_hooks.kube import KubeError
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -72,9 +85,10 @@ def cmd_resolve_endpoints(args):
     return 0
 
 
-def release_namespace(args):
-    if args.record_namespace:
-        return args.record_namespace
+def release_namespace(given=""):
+    """`given`, else the pod's namespace (POD_NAMESPACE, or the ServiceAccount's namespace file)."""
+    if given:
+        return given
     if os.environ.get("POD_NAMESPACE"):
         return os.environ["POD_NAMESPACE"]
     with open(SERVICE_ACCOUNT_NAMESPACE) as f:
@@ -86,7 +100,8 @@ def cmd_pre_install(args):
         etcd=connections.from_args(args, "etcd"), nats=connections.from_args(args, "nats"),
         resolve=args.resolve, mgmtd_addresses=split(args.mgmtd_addresses), cluster_id=args.cluster_id,
         mgmtd_check=args.mgmtd_check, strict=args.strict,
-        record_namespace=release_namespace(args) if args.record_name else "", record_name=args.record_name,
+        record_namespace=release_namespace(args.record_namespace) if args.record_name else "",
+        record_name=args.record_name,
         record_labels=dict(split_pair(p) for p in args.record_label),
         record_annotations=dict(split_pair(p) for p in args.record_annotation),
         timeout=args.timeout,
@@ -131,6 +146,46 @@ def cmd_worker_init(args):
     worker_init.write_env_file(args.output, env)
     log(f"wrote {args.output}")
     return 0
+
+
+def cmd_cleanup_mounts(args):
+    result = mounts.cleanup(args.root, stale_only=args.stale_only, dry_run=args.dry_run, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        for line in result.action_lines():
+            log(line)
+        log(result.summary())
+    for line in result.failure_lines():
+        print(line, file=sys.stderr)
+    return 0 if result.ok or args.dry_run else 1
+
+
+def cmd_cleanup_nodes(args):
+    nodes = list(dict.fromkeys(split(args.nodes)))
+    if not nodes:
+        if args.json:
+            print(json.dumps({"ok": True, "checks": [{"check": node_cleanup.CHECK, "ok": True, "findings": []}]},
+                             indent=2))
+        else:
+            log(f"{node_cleanup.CHECK}: no node to clean up")
+        return 0
+    if bool(args.owner_pod_name) != bool(args.owner_pod_uid):
+        raise ValueError("--owner-pod-name and --owner-pod-uid go together")
+    template = node_cleanup.load_template(args.job_template)
+    try:
+        namespace = release_namespace(args.namespace)
+    except OSError as err:
+        raise ValueError(f"no --namespace, no POD_NAMESPACE and no ServiceAccount namespace ({err})") from err
+    owner = node_cleanup.pod_owner(args.owner_pod_name, args.owner_pod_uid) if args.owner_pod_name else None
+    try:
+        api = kube.api_client()
+    except KubeError as err:
+        return fail(f"{err.peer}: {err.message}")
+    progress = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else log
+    result = node_cleanup.cleanup_nodes(api, namespace, nodes, template, args.worker_selector, owner, args.pods_wait,
+                                        args.deadline, args.timeout, log=progress)
+    return finish([result], args.json)
 
 
 def add_common(parser):
@@ -192,6 +247,28 @@ def build_parser():
     p.add_argument("--output", required=True, help="file of `export NAME=value` lines for the worker")
     add_common(p)
     p.set_defaults(func=cmd_worker_init)
+
+    p = sub.add_parser("cleanup-mounts", help="lazily detach the mounts under a directory, remove its empty dirs")
+    p.add_argument("--root", required=True, help="absolute staging directory, e.g. /tmp/dynamo-3fs-mount")
+    p.add_argument("--stale-only", action="store_true",
+                   help="detach only mounts whose stat fails with a corrupted-mount errno or times out")
+    p.add_argument("--dry-run", action="store_true", help="list what would be detached and removed; change nothing")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds for each stat or umount (default 5)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.set_defaults(func=cmd_cleanup_mounts)
+
+    p = sub.add_parser("cleanup-nodes", help="run the mount cleanup Job on each node, all at once, bounded")
+    p.add_argument("--nodes", required=True, help="NODE[,...]; empty: nothing to clean up")
+    p.add_argument("--job-template", required=True, metavar="FILE", help="YAML batch/v1 Job; its name is the base")
+    p.add_argument("--worker-selector", required=True, help="label selector of the worker pods to wait for")
+    p.add_argument("--namespace", default="", help="where to create the Jobs (default: the pod's)")
+    p.add_argument("--owner-pod-name", default="", help="this pod's name: it owns the Jobs (with --owner-pod-uid)")
+    p.add_argument("--owner-pod-uid", default="")
+    p.add_argument("--pods-wait", type=float, default=60, help="seconds to wait for a node's workers (default 60)")
+    p.add_argument("--deadline", type=float, default=120,
+                   help="seconds for a node's Job to complete, else it is deleted (default 120)")
+    add_common(p)
+    p.set_defaults(func=cmd_cleanup_nodes)
     return parser
 
 

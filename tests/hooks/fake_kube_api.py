@@ -9,6 +9,17 @@ kubernetes Python client can be pointed at it:
 - ConfigMaps: GET (one, list), POST (create; 409 AlreadyExists), PUT (replace; 409 Conflict on a stale
   resourceVersion), PATCH with application/merge-patch+json or application/strategic-merge-patch+json
   (both applied as an RFC 7386 JSON merge patch; others get 415), DELETE.
+- Pods: GET (one, list), DELETE. Tests add them with `pod(...)`; a pod leaves at once (no grace period).
+- Jobs (batch/v1): as ConfigMaps. Creating a Job also creates its Pod, as the Job controller would
+  (Pending, on the template's nodeName, labelled job-name and controller-uid, owned by the Job); nothing
+  runs it: a test drives the Job with `set_job_condition` (at once or after a delay), from
+  `on_job_create` if it likes.
+
+Lists take an equality labelSelector and fieldSelector (e.g. spec.nodeName=node-a on pods; the fields a
+real apiserver supports for the resource, else 400). DELETE honours propagationPolicy (body or query):
+Background and Foreground delete the dependents (objects whose ownerReferences name the deleted uid)
+with the object, Orphan leaves them; without one, a Job orphans its pods as a real apiserver does for
+batch/v1 Jobs, anything else deletes them.
 
 Errors are `Status` objects with the reason, code and message shapes of a real apiserver (404 NotFound,
 403 Forbidden for namespaces or resources made forbidden, 409 AlreadyExists/Conflict, 400 BadRequest).
@@ -44,8 +55,17 @@ RESOURCES = {
     "services": ("", "Service", "/api/v1"),
     "configmaps": ("", "ConfigMap", "/api/v1"),
     "endpointslices": ("discovery.k8s.io", "EndpointSlice", "/apis/discovery.k8s.io/v1"),
+    "pods": ("", "Pod", "/api/v1"),
+    "jobs": ("batch", "Job", "/apis/batch/v1"),
 }
-API_VERSIONS = {"": "v1", "discovery.k8s.io": "discovery.k8s.io/v1"}
+API_VERSIONS = {"": "v1", "discovery.k8s.io": "discovery.k8s.io/v1", "batch": "batch/v1"}
+# resource -> the fields its fieldSelector may name (every resource takes metadata.name and metadata.namespace)
+FIELD_SELECTORS = {
+    "pods": {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+             "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"},
+    "jobs": {"status.successful"},
+}
+READ_ONLY = {"services": ("get", "list"), "endpointslices": ("get", "list"), "pods": ("get", "list", "delete")}
 MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
@@ -142,6 +162,31 @@ def matches(labels, terms):
     return all((labels.get(k) == v) == (op == "=") for k, op, v in terms)
 
 
+def parse_field_selector(resource, text):
+    """The terms of a fieldSelector, as parse_label_selector; a field the resource does not support is a
+    ValueError (a real apiserver answers 400 "field label not supported")."""
+    terms = parse_label_selector(text)
+    for field, _, _ in terms:
+        if field not in FIELD_SELECTORS.get(resource, set()) | {"metadata.name", "metadata.namespace"}:
+            raise ValueError(f'"{field}" is not a known field selector: only "metadata.name", '
+                             f'"metadata.namespace" (this fake: field label not supported: {field})')
+    return terms
+
+
+def field_value(obj, path):
+    """The value of a dotted field path as a field selector compares it: a string, "" when absent."""
+    value = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
+
+
+def fields_match(obj, terms):
+    return all((field_value(obj, f) == v) == (op == "=") for f, op, v in terms)
+
+
 def _now():
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -156,8 +201,10 @@ class FakeKubeApi:
         self.requests = []
         self.delay = 0.0
         self.delay_path = None  # only requests whose path contains this are delayed
+        self.on_job_create = None  # called as on_job_create(fake, job) after a Job is created through the API
         self._versions = itertools.count(1000)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: on_job_create may call the fake's methods
+        self._timers = []
         self._server = None
         self._thread = None
 
@@ -178,6 +225,8 @@ class FakeKubeApi:
         return self
 
     def stop(self):
+        for timer in self._timers:
+            timer.cancel()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -223,6 +272,68 @@ class FakeKubeApi:
     def add_config_map(self, obj):
         return self.add("configmaps", obj)
 
+    def add_pod(self, obj):
+        return self.add("pods", obj)
+
+    def add_job(self, obj):
+        return self.add("jobs", obj)
+
+    def delete(self, resource, namespace, name, propagation="Background"):
+        """Delete a stored object (and its dependents, unless `propagation` is Orphan); False when absent."""
+        with self._lock:
+            if (namespace, name) not in self.objects[resource]:
+                return False
+            self._remove(resource, namespace, name, propagation)
+            return True
+
+    def job_pods(self, namespace, job_name):
+        """The pods the fake made for Job `job_name`, as stored."""
+        with self._lock:
+            return [copy.deepcopy(o) for (ns, _), o in sorted(self.objects["pods"].items())
+                    if ns == namespace and (o["metadata"].get("labels") or {}).get("job-name") == job_name]
+
+    def set_job_condition(self, namespace, name, condition, status="True", reason=None, message=None, after=0.0):
+        """Finish Job `namespace`/`name` as the Job controller would: `condition` "Complete" (after
+        SuccessCriteriaMet) or "Failed" (after FailureTarget), or any other condition type as given. Its
+        pods' phase follows (Succeeded / Failed). With `after` seconds, done later from a timer thread;
+        a Job gone by then is left alone. Returns the Job, or None when there is none (or the timer)."""
+        if after:
+            timer = threading.Timer(after, self.set_job_condition,
+                                    args=(namespace, name, condition, status, reason, message))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+            return timer
+        with self._lock:
+            job = self.objects["jobs"].get((namespace, name))
+            if job is None:
+                return None
+            now = _now()
+            job_status = job.setdefault("status", {})
+            conditions = job_status.setdefault("conditions", [])
+            reason = reason or {"Complete": "CompletionsReached", "Failed": "BackoffLimitExceeded"}.get(condition, "")
+            message = message or {"Complete": "Reached expected number of succeeded pods",
+                                  "Failed": "Job has reached the specified backoff limit"}.get(condition, "")
+            first = {"Complete": "SuccessCriteriaMet", "Failed": "FailureTarget"}.get(condition) if status == "True" \
+                else None
+            for kind in filter(None, (first, condition)):
+                conditions.append({"type": kind, "status": status, "reason": reason, "message": message,
+                                   "lastProbeTime": now, "lastTransitionTime": now})
+            if first:
+                job_status.pop("active", None)
+                job_status["ready"] = 0
+                job_status["succeeded" if condition == "Complete" else "failed"] = 1
+                if condition == "Complete":
+                    job_status["completionTime"] = now
+                phase = "Succeeded" if condition == "Complete" else "Failed"
+                uid = job["metadata"]["uid"]
+                for stored in self.objects["pods"].values():
+                    if any(r.get("uid") == uid for r in stored["metadata"].get("ownerReferences") or ()):
+                        stored.setdefault("status", {})["phase"] = phase
+                        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+            job["metadata"]["resourceVersion"] = str(next(self._versions))
+            return copy.deepcopy(job)
+
     def get(self, resource, namespace, name):
         """A copy of the stored object, or None."""
         with self._lock:
@@ -260,9 +371,9 @@ class FakeKubeApi:
             return 405, status(405, "MethodNotAllowed", f"the server does not allow this method on {resource}")
         if (verb in ("create",) and name) or (verb not in ("list", "create") and not name):
             return 405, status(405, "MethodNotAllowed", f"the server does not allow this method on {resource}")
-        if resource == "services" or resource == "endpointslices":
-            if verb not in ("get", "list"):
-                return 405, status(405, "MethodNotAllowed", f"this fake serves {resource} read-only")
+        if resource in READ_ONLY and verb not in READ_ONLY[resource]:
+            return 405, status(405, "MethodNotAllowed", f"this fake serves only {', '.join(READ_ONLY[resource])} "
+                                                        f"on {resource}")
         with self._lock:
             if self._is_forbidden(namespace, resource, verb):
                 return 403, forbidden(resource, verb, namespace, name, self.user)
@@ -280,10 +391,11 @@ class FakeKubeApi:
     def _list(self, resource, namespace, name, query, content_type, body):
         try:
             terms = parse_label_selector(query.get("labelSelector"))
+            fields = parse_field_selector(resource, query.get("fieldSelector"))
         except ValueError as err:
             raise ApiError(status(400, "BadRequest", str(err))) from None
         items = [_with_type(resource, o) for (ns, _), o in sorted(self.objects[resource].items())
-                 if ns == namespace and matches(o["metadata"].get("labels"), terms)]
+                 if ns == namespace and matches(o["metadata"].get("labels"), terms) and fields_match(o, fields)]
         for item in items:  # a real list omits kind/apiVersion on its items
             item.pop("kind", None)
             item.pop("apiVersion", None)
@@ -313,7 +425,37 @@ class FakeKubeApi:
                            "resourceVersion": str(next(self._versions))}
         obj = _with_type(resource, obj)
         self.objects[resource][(namespace, name)] = obj
-        return 201, copy.deepcopy(obj)
+        if resource == "jobs":
+            self._start_job(obj)
+            if self.on_job_create:
+                self.on_job_create(self, copy.deepcopy(obj))
+        return 201, copy.deepcopy(self.objects[resource].get((namespace, name), obj))
+
+    def _start_job(self, job):
+        """What the Job controller does with a new Job: label it, and create its one Pod, Pending."""
+        meta = job["metadata"]
+        uid, name, namespace = meta["uid"], meta["name"], meta["namespace"]
+        selector = {"batch.kubernetes.io/controller-uid": uid}
+        job_labels = {"batch.kubernetes.io/job-name": name, "job-name": name, **selector, "controller-uid": uid}
+        meta["labels"] = {**job_labels, **(meta.get("labels") or {})}
+        spec = job.setdefault("spec", {})
+        spec.setdefault("selector", {"matchLabels": selector})
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completions", 1)
+        spec.setdefault("parallelism", 1)
+        job["status"] = {"active": 1, "ready": 0, "startTime": _now(), "uncountedTerminatedPods": {}}
+        template = spec.get("template") or {}
+        pod_name = f"{name}-{uuid.uuid4().hex[:5]}"
+        self.objects["pods"][(namespace, pod_name)] = _with_type("pods", {
+            "metadata": {"name": pod_name, "generateName": f"{name}-", "namespace": namespace,
+                         "uid": str(uuid.uuid4()), "creationTimestamp": _now(),
+                         "resourceVersion": str(next(self._versions)),
+                         "labels": {**((template.get("metadata") or {}).get("labels") or {}), **job_labels},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                                              "controller": True, "blockOwnerDeletion": True}]},
+            "spec": copy.deepcopy(template.get("spec") or {}),
+            "status": {"phase": "Pending", "qosClass": "BestEffort"},
+        })
 
     def _update(self, resource, namespace, name, query, content_type, body):
         self._check_body(resource, namespace, body)
@@ -348,10 +490,33 @@ class FakeKubeApi:
         return 200, copy.deepcopy(obj)
 
     def _delete(self, resource, namespace, name, query, content_type, body):
-        obj = self.objects[resource].pop((namespace, name), None)
-        if obj is None:
+        if (namespace, name) not in self.objects[resource]:
             raise ApiError(not_found(resource, name))
+        options = body if isinstance(body, dict) else {}
+        propagation = options.get("propagationPolicy") or query.get("propagationPolicy")
+        orphan = options.get("orphanDependents", query.get("orphanDependents"))
+        if propagation is None and orphan is not None:
+            propagation = "Orphan" if str(orphan).lower() == "true" else "Background"
+        if propagation not in (None, "Background", "Foreground", "Orphan"):
+            raise ApiError(status(422, "Invalid", f"DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: "
+                                                  f'Unsupported value: "{propagation}"'))
+        if propagation is None:  # the default of batch/v1 Jobs is still orphanDependents
+            propagation = "Orphan" if resource == "jobs" else "Background"
+        obj = self._remove(resource, namespace, name, propagation)
         return 200, copy.deepcopy(obj)
+
+    def _remove(self, resource, namespace, name, propagation):
+        """Delete an object and, unless Orphan, its dependents (and theirs) in the namespace."""
+        obj = self.objects[resource].pop((namespace, name))
+        if propagation != "Orphan":
+            uid = obj["metadata"]["uid"]
+            for other, stored in self.objects.items():
+                for (ns, other_name), dependent in list(stored.items()):
+                    refs = dependent["metadata"].get("ownerReferences") or ()
+                    if ns == namespace and any(r.get("uid") == uid for r in refs) \
+                            and (ns, other_name) in stored:
+                        self._remove(other, ns, other_name, propagation)
+        return obj
 
 
 def _with_type(resource, obj):
@@ -479,6 +644,25 @@ def endpoint_slice(namespace, service_name, endpoints, ports=(("client", 2379),)
         "addressType": address_type,
         "endpoints": endpoints,
         "ports": [{"name": n, "protocol": "TCP", "port": p} for n, p in ports] if ports is not None else None,
+    }
+
+
+def pod(namespace, name, node, labels, phase="Running", terminating=False, owner=None):
+    """A Pod on `node` as the apiserver returns it; `terminating` gives it a deletionTimestamp (it still runs);
+    `owner` is an ownerReferences entry."""
+    meta = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
+    if terminating:
+        meta["deletionTimestamp"] = _now()
+        meta["deletionGracePeriodSeconds"] = 30
+    if owner:
+        meta["ownerReferences"] = [owner]
+    ready = "True" if phase == "Running" else "False"
+    return {
+        "kind": "Pod", "apiVersion": "v1", "metadata": meta,
+        "spec": {"nodeName": node, "restartPolicy": "Always", "schedulerName": "default-scheduler",
+                 "containers": [{"name": "main", "image": "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.4.0"}]},
+        "status": {"phase": phase, "hostIP": "10.0.0.10", "podIP": "10.244.1.7", "qosClass": "BestEffort",
+                   "conditions": [{"type": "Ready", "status": ready}]},
     }
 
 
