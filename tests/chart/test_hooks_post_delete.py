@@ -121,3 +121,31 @@ def test_only_the_node_job_is_privileged():
     assert not [o for o in post_delete(objects) if o["kind"] == "Job"
                 and container(o, "cleanup")["securityContext"].get("privileged")]
     assert not find(post_delete(objects), "Job", "cleanup-node")  # created at uninstall time, not by Helm
+
+
+def test_the_rendered_coordinator_runs_the_rendered_node_job(monkeypatch, tmp_path, capsys):
+    """The coordinator's rendered arguments and the rendered per-node Job, run by dynamo-hooks against the
+    FAKE Kubernetes API: every node gets its pinned, privileged Job, owned by the coordinator's pod."""
+    from dynamo_hooks import cli
+    from tests.hooks.cluster import fake_api
+
+    objects = render(IPOIB, NODES)
+    template = tmp_path / "job.yaml"
+    template.write_text(yaml.safe_dump(node_cleanup_job(objects)))
+    # What the kubelet expands, and where the ConfigMap is mounted.
+    expand = {"$(POD_NAME)": "dynamo-dynamo-offloading-cleanup-x1", "$(POD_UID)": "0b5c1e0e-1111-4222-8333-944455556666",
+              "/etc/dynamo-offloading/cleanup/job.yaml": str(template)}
+    args = container(one(objects, "Job", "cleanup"), "cleanup")["args"]
+    for old, new in expand.items():
+        args = [a.replace(old, new) for a in args]
+    with fake_api(monkeypatch, tmp_path) as api:
+        monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
+        api.on_job_create = lambda fake, job: fake.set_job_condition(NAMESPACE, job["metadata"]["name"], "Complete")
+        assert cli.main([*args, "--deadline=5", "--pods-wait=1"]) == 0
+        created = [r.body for r in api.requests_to("POST", "/jobs")]
+    assert sorted(pod_spec(job)["nodeName"] for job in created) == NODES["hooks"]["postDelete"]["nodes"]
+    for job in created:
+        assert job["metadata"]["name"].startswith("dynamo-dynamo-offloading-cleanup-node-")
+        assert job["metadata"]["ownerReferences"][0]["uid"] == expand["$(POD_UID)"]
+        assert container(job, "cleanup-mounts")["securityContext"]["privileged"] is True
+    assert "cleanup: ok (gpu-a, gpu-b.rack-2, gpu-c)" in capsys.readouterr().out
