@@ -133,7 +133,8 @@ def test_the_rendered_coordinator_runs_the_rendered_node_job(monkeypatch, tmp_pa
     template = tmp_path / "job.yaml"
     template.write_text(yaml.safe_dump(node_cleanup_job(objects)))
     # What the kubelet expands, and where the ConfigMap is mounted.
-    expand = {"$(POD_NAME)": "dynamo-dynamo-offloading-cleanup-x1", "$(POD_UID)": "0b5c1e0e-1111-4222-8333-944455556666",
+    expand = {"$(POD_NAME)": "dynamo-dynamo-offloading-cleanup-x1",
+              "$(POD_UID)": "0b5c1e0e-1111-4222-8333-944455556666",
               "/etc/dynamo-offloading/cleanup/job.yaml": str(template)}
     args = container(one(objects, "Job", "cleanup"), "cleanup")["args"]
     for old, new in expand.items():
