@@ -50,8 +50,11 @@ class Section:
 
 
 def image_section(path, doc, defaults):
-    """An image block: the same four parameters wherever the chart runs an image."""
-    return Section(path, doc, [
+    """An image block: the same four parameters wherever the chart runs an image, and a registry first
+    when the defaults name one (an image the project publishes, which users host themselves)."""
+    registry = [Param(path + ("registry",), "Registry host[:port] prefixed to the repository (\"\" = none).",
+                      defaults["registry"], type="registryOrEmpty")] if "registry" in defaults else []
+    return Section(path, doc, registry + [
         Param(path + ("repository",), "Image repository.", defaults.get("repository", "")),
         Param(path + ("tag",), "Image tag; ignored when digest is set.", str(defaults.get("tag", ""))),
         Param(path + ("digest",), "Image digest (sha256:...); wins over tag.", "", type="digestOrEmpty"),

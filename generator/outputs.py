@@ -7,7 +7,7 @@ import jinja2
 import jsonschema
 import yaml
 
-from generator import environments, model, rules, schema, values_file
+from generator import consistency, environments, model, rules, schema, values_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMMAND = "make generate"
@@ -32,7 +32,8 @@ def readme(root, envs):
     sections.insert(0, {"name": "Global", "doc": "Names, labels and pull secrets.",
                         "rows": list(parameter_rows(model.Section((), "", top)))})
     return env.get_template("README.md.j2").render(
-        generated=GENERATED, chart=chart_metadata(), sections=sections, environments=envs)
+        generated=GENERATED, chart=chart_metadata(), sections=sections, environments=envs,
+        dynamo_version=root.defaults()["image"]["tag"])
 
 
 def environment_file(root, env):
@@ -62,6 +63,7 @@ def problems():
     validator = jsonschema.Draft7Validator(schema.build(root, "values"))
     jsonschema.Draft7Validator.check_schema(validator.schema)
     found = [f"defaults: {e.json_path}: {e.message}" for e in validator.iter_errors(root.defaults())]
+    found += consistency.problems(chart_metadata(), (ROOT / "hooks" / "pyproject.toml").read_text(), root.defaults())
     for env in environments.load_all():
         merged = environments.overlay(root.defaults(), env.values)
         errors = list(validator.iter_errors(merged))

@@ -141,7 +141,15 @@ def check_memory(values):
                "or unset it to derive it")
 
 
-RULES = [check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections, check_ports,
+def check_hooks_image(values):
+    image = values["hooks"]["image"]
+    if not image["registry"] and "/" not in image["repository"]:
+        yield ("hooks.image.registry: required, the registry the hooks image was pushed to "
+               "(make push REGISTRY=host:port); --set hooks.image.registry=host:port, "
+               "or name the registry in hooks.image.repository")
+
+
+RULES = [check_hooks_image, check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections, check_ports,
          check_startup, check_memory]
 
 

@@ -31,6 +31,7 @@ NAMED_TYPES = {
     "k8sNameOrEmpty": {"type": "string", "maxLength": 253, "pattern": rf"^({DNS1123_SUBDOMAIN})?$"},
     "absolutePath": {"type": "string", "pattern": r"^/[^\s]*$"},
     "digestOrEmpty": {"type": "string", "pattern": r"^(sha256:[a-f0-9]{64})?$"},
+    "registryOrEmpty": {"type": "string", "pattern": r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)?$"},
     "duration": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},
     "stringMap": {"type": "object", "additionalProperties": {"type": "string"}},
     "resources": {

@@ -67,13 +67,14 @@ labels:
 {{- end }}
 
 {{/*
-Image reference from {repository, tag, digest}: the digest wins over the tag.
+Image reference from {registry (optional), repository, tag, digest}: the digest wins over the tag.
 */}}
 {{- define "dynamo-offloading.image" -}}
+{{- $repository := ternary (printf "%s/%s" .registry .repository) .repository (not (empty .registry)) }}
 {{- if .digest }}
-{{- printf "%s@%s" .repository .digest }}
+{{- printf "%s@%s" $repository .digest }}
 {{- else }}
-{{- printf "%s:%s" .repository (toString .tag) }}
+{{- printf "%s:%s" $repository (toString .tag) }}
 {{- end }}
 {{- end }}
 

@@ -4,7 +4,7 @@ environments in values/. Every problem is collected, then one fail reports them 
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "kvbmTiers" "diskOnThreefs" "threefs" "connections" "ports" "startup" "memory" }}
+{{- range $rule := list "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "ports" "startup" "memory" }}
 {{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
 {{- if $out }}
 {{- $messages = concat $messages (splitList "\n" $out | compact) }}
@@ -12,6 +12,13 @@ environments in values/. Every problem is collected, then one fail reports them 
 {{- end }}
 {{- if $messages }}
 {{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages)) }}
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.hooksImage" -}}
+{{- $image := .Values.hooks.image }}
+{{- if and (not $image.registry) (not (contains "/" $image.repository)) }}
+hooks.image.registry: required, the registry the hooks image was pushed to (make push REGISTRY=host:port); --set hooks.image.registry=host:port, or name the registry in hooks.image.repository
 {{- end }}
 {{- end }}
 

@@ -7,6 +7,7 @@ JetStream is checked with a real request: `$JS.API.INFO` answers with the accoun
 (JetStream not enabled for the account) or a "503 No Responders" status (no JetStream on the server).
 """
 
+import importlib.metadata
 import ipaddress
 import json
 import os
@@ -23,7 +24,7 @@ DEFAULT_PORT = 4222
 MAX_LINE = 1024 * 1024
 MAX_PAYLOAD = 64 * 1024 * 1024
 PROBE_AFTER = 2.0  # seconds a silent peer may take before it is probed
-CLIENT = {"name": "dynamo-hooks", "lang": "python", "version": "0.1.0"}
+CLIENT = {"name": "dynamo-hooks", "lang": "python", "version": importlib.metadata.version("dynamo-offloading-hooks")}
 # OpenSSL reasons meaning the peer answered a ClientHello with something that is not TLS.
 NOT_TLS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
            "PACKET_LENGTH_TOO_LONG", "UNEXPECTED_RECORD", "RECORD_TOO_LARGE"}

@@ -80,3 +80,15 @@ def test_every_object_carries_the_standard_labels(env):
         for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
                     "app.kubernetes.io/managed-by", "app.kubernetes.io/version", "helm.sh/chart"):
             assert key in labels, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
+
+
+def test_package_holds_the_chart_and_nothing_else(tmp_path):
+    """`helm package` keeps the helm test Pod and leaves caches out."""
+    import tarfile
+
+    helm(4, "package", str(CHART), "--destination", str(tmp_path))
+    [package] = tmp_path.glob("dynamo-offloading-*.tgz")
+    names = tarfile.open(package).getnames()
+    assert "dynamo-offloading/templates/tests/test-chat-completion.yaml" in names
+    assert "dynamo-offloading/values.schema.json" in names and "dynamo-offloading/README.md" in names
+    assert not [n for n in names if "__pycache__" in n or ".pytest_cache" in n or n.endswith(".tgz")]

@@ -173,9 +173,11 @@ def test_hook_can_be_turned_off():
 
 def test_hooks_image_defaults_to_the_chart_version():
     job = one(render(IPOIB), "Job", "pre-install")
-    assert container(job, "pre-install")["image"] == "dynamo-offloading-hooks:0.1.0"
-    job = one(render(IPOIB, {"hooks": {"image": {"repository": "reg:5000/hooks", "tag": "dev"}}}), "Job", "pre-install")
-    assert container(job, "pre-install")["image"] == "reg:5000/hooks:dev"
+    assert container(job, "pre-install")["image"] == "PLACEHOLDER-registry:5000/dynamo-offloading-hooks:0.1.0"
+    job = one(render(IPOIB, {"hooks": {"image": {"registry": "reg.local:5000"}}}), "Job", "pre-install")
+    assert container(job, "pre-install")["image"] == "reg.local:5000/dynamo-offloading-hooks:0.1.0"
+    full = {"hooks": {"image": {"registry": "", "repository": "reg:5000/hooks", "tag": "dev"}}}
+    assert container(one(render(IPOIB, full), "Job", "pre-install"), "pre-install")["image"] == "reg:5000/hooks:dev"
 
 
 def test_tls_and_credentials_reach_the_checks():
