@@ -19,12 +19,12 @@ VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
 ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
 PYTEST_ARGS ?=
 
-.PHONY: all help deps venv tools generate check lint render package test clean
+.PHONY: all help deps venv tools generate check lint render package push push-chart push-image test clean
 
 all: generate check lint render package ## Generate, check, lint, render every environment and package
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: .tools/.debian-packages ## Install the Debian packages the build needs
 .tools/.debian-packages: hack/debian-packages.txt hack/install-debian-packages.sh
@@ -67,6 +67,22 @@ package: .tools/.helm ## Package the chart into dist/dynamo-offloading-<version>
 	@mkdir -p $(DIST)
 	$(HELM) package $(CHART) --destination $(DIST)
 	@test -f $(DIST)/dynamo-offloading-$(VERSION).tgz
+
+HOOKS_IMAGE := dynamo-offloading-hooks
+IMAGE_ARCHIVE := $(DIST)/$(HOOKS_IMAGE)-$(VERSION).oci.tar
+PLAIN_HTTP ?=
+
+push: push-chart push-image ## Push the chart and the hooks image to REGISTRY=host:port (PLAIN_HTTP=1 without TLS)
+
+push-chart: package ## Push the chart to oci://$(REGISTRY)/charts/dynamo-offloading:<version>
+	@test -n "$(REGISTRY)" || { echo "make push-chart: set REGISTRY=host:port"; exit 2; }
+	$(HELM) push $(DIST)/dynamo-offloading-$(VERSION).tgz oci://$(REGISTRY)/charts $(if $(PLAIN_HTTP),--plain-http)
+
+push-image: ## Push the hooks image built by `make image` to $(REGISTRY)/dynamo-offloading-hooks:<version>
+	@test -n "$(REGISTRY)" || { echo "make push-image: set REGISTRY=host:port"; exit 2; }
+	@test -f $(IMAGE_ARCHIVE) || { echo "make push-image: $(IMAGE_ARCHIVE) is missing: run make image"; exit 2; }
+	skopeo copy $(if $(PLAIN_HTTP),--dest-tls-verify=false) oci-archive:$(IMAGE_ARCHIVE) \
+	  docker://$(REGISTRY)/$(HOOKS_IMAGE):$(VERSION)
 
 test: .tools/.helm check ## Check generated files, then run the test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -1,0 +1,53 @@
+"""A real OCI registry (Debian's docker-registry, the CNCF distribution) on a free loopback port."""
+
+import contextlib
+import pathlib
+import subprocess
+import time
+import urllib.request
+
+from tests.hooks.servers import free_port
+
+REGISTRY = "/usr/bin/docker-registry"
+CONFIG = """version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def answers(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def registry(directory, start_timeout=15.0):
+    """host:port of a registry serving plain HTTP from `directory`, stopped on exit."""
+    directory = pathlib.Path(directory)
+    port = free_port()
+    config = directory / "config.yml"
+    config.write_text(CONFIG.format(root=directory / "data", port=port))
+    with open(directory / "registry.log", "w") as log:
+        process = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not answers(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"docker-registry did not start: {(directory / 'registry.log').read_text()}")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,54 @@
+"""`make push-chart` to a real OCI registry, then the chart installed from it by Helm 3 and Helm 4."""
+
+import subprocess
+import tarfile
+
+import pytest
+import yaml
+
+from tests.helm import ROOT, containers, helm, workloads
+from tests.publish.registry import registry
+
+VERSION = yaml.safe_load((ROOT / "chart" / "Chart.yaml").read_text())["version"]
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    """The registry's host:port, once `make push-chart` has pushed the chart there."""
+    with registry(tmp_path_factory.mktemp("registry")) as address:
+        done = subprocess.run(["make", "-s", "push-chart", f"REGISTRY={address}", "PLAIN_HTTP=1"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"Pushed: {address}/charts/dynamo-offloading:{VERSION}" in done.stdout + done.stderr
+        yield address
+
+
+def reference(address):
+    return f"oci://{address}/charts/dynamo-offloading"
+
+
+def test_push_needs_a_registry():
+    done = subprocess.run(["make", "-s", "push-chart"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "set REGISTRY=host:port" in done.stdout
+
+
+def test_show_chart(pushed, helm_major):
+    chart = yaml.safe_load(helm(helm_major, "show", "chart", reference(pushed), "--version", VERSION,
+                                "--plain-http").stdout)
+    assert (chart["name"], chart["version"], chart["appVersion"]) == ("dynamo-offloading", VERSION, VERSION)
+
+
+def test_pull(pushed, helm_major, tmp_path):
+    helm(helm_major, "pull", reference(pushed), "--version", VERSION, "--plain-http", "--destination", str(tmp_path))
+    with tarfile.open(tmp_path / f"dynamo-offloading-{VERSION}.tgz") as package:
+        assert "dynamo-offloading/values.schema.json" in package.getnames()
+
+
+def test_template_from_the_registry_names_its_hooks_image(pushed, helm_major):
+    """A user sets only the registry: the hook Jobs and the init container pull the image pushed beside the chart."""
+    out = helm(helm_major, "template", "dynamo", reference(pushed), "--version", VERSION, "--plain-http",
+               "-f", str(ROOT / "values" / "ipoib.yaml"), "--set", f"hooks.image.registry={pushed}").stdout
+    objects = [o for o in yaml.safe_load_all(out) if o]
+    images = {c["image"] for o in workloads(objects) for c in containers(o)
+              if c["name"] in ("pre-install", "cleanup", "resolve")}
+    assert images == {f"{pushed}/dynamo-offloading-hooks:{VERSION}"}
