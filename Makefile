@@ -63,9 +63,12 @@ render: .tools/.helm ## Render every values/<env>.yaml into build/rendered/<env>
 	  echo "Rendered $(RENDERED)/$$env.yaml"; \
 	done
 
-package: .tools/.helm ## Package the chart into dist/dynamo-offloading-<version>.tgz
+SIGN_KEY ?=
+KEYRING  ?= $(HOME)/.gnupg/secring.gpg
+
+package: .tools/.helm ## Package the chart into dist/dynamo-offloading-<version>.tgz (SIGN_KEY=<name> also signs it)
 	@mkdir -p $(DIST)
-	$(HELM) package $(CHART) --destination $(DIST)
+	$(HELM) package $(CHART) --destination $(DIST) $(if $(SIGN_KEY),--sign --key "$(SIGN_KEY)" --keyring $(KEYRING))
 	@test -f $(DIST)/dynamo-offloading-$(VERSION).tgz
 
 HOOKS_IMAGE := dynamo-offloading-hooks
