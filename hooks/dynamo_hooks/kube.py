@@ -16,6 +16,9 @@ NOT_FOUND, FORBIDDEN, TIMEOUT, UNREACHABLE, API_ERROR = "not-found", "forbidden"
 # resolve_service adds these two
 NO_PORT, NO_READY_ENDPOINTS = "no-port", "no-ready-endpoints"
 
+# Headers of a create call: the client sends no Content-Type for it by itself.
+JSON_HEADERS = {"Content-Type": "application/json"}
+
 _USER = re.compile(r'User "system:serviceaccount:([^:"]+):([^"]+)"')
 
 

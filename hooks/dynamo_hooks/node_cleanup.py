@@ -43,7 +43,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from dynamo_hooks.kube import FORBIDDEN, NOT_FOUND, KubeError, api_errors
+from dynamo_hooks.kube import FORBIDDEN, JSON_HEADERS, NOT_FOUND, KubeError, api_errors
 from dynamo_hooks.report import ERROR, OK, WARNING, Finding, Report
 
 CHECK = "cleanup"
@@ -51,7 +51,6 @@ NAME_MAX = 63  # a Job's name is also the value of its pods' job-name label
 NODE_LABEL = "dynamo-offloading/node"
 NODE_ANNOTATION = "dynamo-offloading/node-name"
 BACKGROUND = "Background"
-JSON = {"Content-Type": "application/json"}  # create sends none by itself
 
 REASON_OK, WORKERS_REMAIN, NOT_RUN, JOB_EXISTS, FAILED, UNEXPECTED = (
     "ok", "workers-remain", "not-run", "job-exists", "failed", "unexpected")
@@ -323,7 +322,8 @@ def _create_job(plan, node, job, end):
     while True:
         with api_errors(**plan.context(node, "create", "jobs", name, "Job")):
             try:
-                batch.create_namespaced_job(plan.namespace, body, _headers=dict(JSON), _request_timeout=plan.timeout)
+                batch.create_namespaced_job(plan.namespace, body, _headers=dict(JSON_HEADERS),
+                                            _request_timeout=plan.timeout)
                 return True
             except ApiException as err:
                 if err.status != 409:  # 409 AlreadyExists: an earlier try's

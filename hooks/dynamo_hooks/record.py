@@ -6,11 +6,10 @@ The chart manages the same ConfigMap, so an existing one is merge-patched: only 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from dynamo_hooks.kube import api_errors
+from dynamo_hooks.kube import JSON_HEADERS, api_errors
 
 FIELD_MANAGER = "dynamo-hooks"
 MERGE_PATCH = "application/merge-patch+json"
-JSON = {"Content-Type": "application/json"}  # create sends none by itself
 
 
 def _context(api, namespace, name, timeout, verb):
@@ -35,8 +34,8 @@ def write_record(api, namespace, name, data, labels, annotations, timeout):
     for attempt in range(2):
         with api_errors(**_context(api, namespace, name, timeout, "create")):
             try:
-                core.create_namespaced_config_map(namespace, body, field_manager=FIELD_MANAGER, _headers=dict(JSON),
-                                                  _request_timeout=timeout)
+                core.create_namespaced_config_map(namespace, body, field_manager=FIELD_MANAGER,
+                                                  _headers=dict(JSON_HEADERS), _request_timeout=timeout)
                 return "created"
             except ApiException as err:
                 if err.status != 409:  # 409 AlreadyExists: patch it

@@ -1,0 +1,288 @@
+"""dynamo-hooks: the checks and steps the chart's hook Jobs and the worker's init container run.
+
+Exit status: 0 when every required check passed (warnings are printed), 1 when one failed (one line
+on stderr names the peer and what is wrong), 2 on bad arguments."""
+
+import argparse
+import json
+import os
+import sys
+
+from dynamo_hooks import (
+    connections,
+    endpoints,
+    etcd,
+    kube,
+    mgmtd,
+    model_path,
+    mounts,
+    nats,
+    node_cleanup,
+    preinstall,
+    report,
+    worker_init,
+)
+from dynamo_hooks.kube import KubeError
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def split(text):
+    return [a.strip() for a in text.split(",") if a.strip()]
+
+
+def finish(reports, as_json):
+    """Print the reports and return the exit status."""
+    if as_json:
+        print(report.to_json(reports))
+    else:
+        for r in reports:
+            for finding in r.findings:
+                if finding.status != report.OK or finding.reason != "ok":
+                    log(f"{finding.status}: {finding.line(r.check)}")
+            if r.ok:
+                log(r.summary())
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        more = f" (and {len(failed) - 1} more failed: {', '.join(r.check for r in failed[1:])})" if failed[1:] else ""
+        print(failed[0].summary() + more, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def fail(message):
+    print(message, file=sys.stderr)
+    return 1
+
+
+def cmd_check_etcd(args):
+    conn = connections.from_args(args, "etcd")
+    return finish([etcd.check_etcd([conn.url(a) for a in split(args.endpoints)], args.timeout,
+                                   tls=conn.tls_context(), credentials=conn.credentials)], args.json)
+
+
+def cmd_check_nats(args):
+    conn = connections.from_args(args, "nats")
+    return finish([nats.check_nats(args.server, args.timeout, tls=conn.tls_context(),
+                                   credentials=conn.credentials)], args.json)
+
+
+def cmd_check_mgmtd(args):
+    return finish([mgmtd.check_mgmtd(split(args.address), args.cluster_id, args.timeout, strict=args.strict)],
+                  args.json)
+
+
+def cmd_resolve_endpoints(args):
+    namespace, name, _ = connections.parse_service(args.service, 0)
+    try:
+        found = endpoints.resolve_service(kube.api_client(), namespace, name, args.port_name, args.timeout)
+    except KubeError as err:
+        return fail(f"{err.peer}: {err.message}")
+    print(json.dumps({"service": f"{namespace}/{name}", "addresses": found}) if args.json else ",".join(found))
+    return 0
+
+
+def release_namespace(given=""):
+    """`given`, else the pod's namespace (POD_NAMESPACE, or the ServiceAccount's namespace file)."""
+    if given:
+        return given
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+        return f.read().strip()
+
+
+def cmd_pre_install(args):
+    plan = preinstall.Plan(
+        etcd=connections.from_args(args, "etcd"), nats=connections.from_args(args, "nats"),
+        resolve=args.resolve, mgmtd_addresses=split(args.mgmtd_addresses), cluster_id=args.cluster_id,
+        mgmtd_check=args.mgmtd_check, strict=args.strict,
+        record_namespace=release_namespace(args.record_namespace) if args.record_name else "",
+        record_name=args.record_name,
+        record_labels=dict(split_pair(p) for p in args.record_label),
+        record_annotations=dict(split_pair(p) for p in args.record_annotation),
+        timeout=args.timeout,
+    )
+    try:
+        reports, recorded = preinstall.run(plan, kube.api_client() if needs_api(plan) else None)
+    except KubeError as err:
+        return fail(f"{err.peer}: {err.message}")
+    status = finish(reports, args.json)
+    if recorded and not args.json:
+        log(f"recorded the resolved addresses in ConfigMap {plan.record_namespace}/{plan.record_name} ({recorded})")
+    return status
+
+
+def needs_api(plan):
+    uses_services = any(c.service and not c.explicit and not c.embedded for c in (plan.etcd, plan.nats))
+    return (plan.resolve and uses_services) or bool(plan.record_name)
+
+
+def split_pair(text):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def cmd_worker_init(args):
+    plan = worker_init.Plan(
+        etcd=connections.from_args(args, "etcd"), nats=connections.from_args(args, "nats"), resolve=args.resolve,
+        record_dir=args.record_dir, wait_seconds=args.wait, timeout=args.timeout, hf_home=args.hf_home,
+        model_repo=args.model_repo, model_revision=args.model_revision, model_snapshot=args.model_snapshot,
+    )
+    try:
+        api = kube.api_client() if plan.resolve else None
+    except Exception as err:  # no usable in-cluster config: resolution falls back like an unreachable API
+        log(f"Kubernetes API client unavailable ({err}); falling back")
+        api = None
+    try:
+        env = worker_init.handoff(plan, api, log)
+    except (TimeoutError, KubeError, model_path.ModelNotFound) as err:
+        return fail(getattr(err, "message", None) or str(err))
+    worker_init.write_env_file(args.output, env)
+    log(f"wrote {args.output}")
+    return 0
+
+
+def cmd_cleanup_mounts(args):
+    result = mounts.cleanup(args.root, stale_only=args.stale_only, dry_run=args.dry_run, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        for line in result.action_lines():
+            log(line)
+        log(result.summary())
+    for line in result.failure_lines():
+        print(line, file=sys.stderr)
+    return 0 if result.ok or args.dry_run else 1
+
+
+def cmd_cleanup_nodes(args):
+    nodes = list(dict.fromkeys(split(args.nodes)))
+    if not nodes:
+        if args.json:
+            print(json.dumps({"ok": True, "checks": [{"check": node_cleanup.CHECK, "ok": True, "findings": []}]},
+                             indent=2))
+        else:
+            log(f"{node_cleanup.CHECK}: no node to clean up")
+        return 0
+    if bool(args.owner_pod_name) != bool(args.owner_pod_uid):
+        raise ValueError("--owner-pod-name and --owner-pod-uid go together")
+    template = node_cleanup.load_template(args.job_template)
+    try:
+        namespace = release_namespace(args.namespace)
+    except OSError as err:
+        raise ValueError(f"no --namespace, no POD_NAMESPACE and no ServiceAccount namespace ({err})") from err
+    owner = node_cleanup.pod_owner(args.owner_pod_name, args.owner_pod_uid) if args.owner_pod_name else None
+    try:
+        api = kube.api_client()
+    except KubeError as err:
+        return fail(f"{err.peer}: {err.message}")
+    progress = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else log
+    result = node_cleanup.cleanup_nodes(api, namespace, nodes, template, args.worker_selector, owner, args.pods_wait,
+                                        args.deadline, args.timeout, log=progress)
+    return finish([result], args.json)
+
+
+def add_common(parser):
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds for each network call (default 5)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable report")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="dynamo-hooks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-etcd", help="GET /health of each etcd endpoint; ok when at least one is healthy")
+    p.add_argument("--endpoints", required=True, help="http(s)://IP:PORT[,...]")
+    connections.add_arguments(p, "etcd")
+    add_common(p)
+    p.set_defaults(func=cmd_check_etcd)
+
+    p = sub.add_parser("check-nats", help="INFO, CONNECT/PING -> PONG, and JetStream availability")
+    p.add_argument("--server", required=True, help="nats://IP:PORT")
+    connections.add_arguments(p, "nats")
+    add_common(p)
+    p.set_defaults(func=cmd_check_nats)
+
+    p = sub.add_parser("check-mgmtd", help="the 3FS RPC Mgmtd.getPrimaryMgmtd over TCP")
+    p.add_argument("--address", required=True, help="TYPE://IP:PORT[,...] (TCP, RDMA, IPoIB)")
+    p.add_argument("--cluster-id", required=True)
+    p.add_argument("--strict", action="store_true", help="a 3FS reply that does not decode is an error, not a warning")
+    add_common(p)
+    p.set_defaults(func=cmd_check_mgmtd)
+
+    p = sub.add_parser("resolve-endpoints", help="a Service's EndpointSlices -> IP:PORT of its serving pods")
+    p.add_argument("--service", required=True, metavar="NAMESPACE/NAME")
+    p.add_argument("--port-name", default="client")
+    add_common(p)
+    p.set_defaults(func=cmd_resolve_endpoints)
+
+    p = sub.add_parser("pre-install", help="resolve etcd/NATS, verify them and mgmtd, record the result")
+    add_peer_arguments(p)
+    p.add_argument("--mgmtd-addresses", default="", help="TYPE://IP:PORT[,...]; empty: no 3FS")
+    p.add_argument("--cluster-id", default="")
+    p.add_argument("--mgmtd-check", choices=connections.CHECK_MODES, default="required")
+    p.add_argument("--strict", action="store_true", help="an mgmtd reply that does not decode is an error")
+    p.add_argument("--record-name", default="", help="ConfigMap to record the resolved addresses in")
+    p.add_argument("--record-namespace", default="", help="its namespace (default: the pod's)")
+    p.add_argument("--record-label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--record-annotation", action="append", default=[], metavar="KEY=VALUE")
+    add_common(p)
+    p.set_defaults(func=cmd_pre_install)
+
+    p = sub.add_parser("worker-init", help="resolve and wait for etcd/NATS, find the model; write a file to source")
+    add_peer_arguments(p)
+    p.add_argument("--record-dir", default="", help="the pre-install hook's record, mounted from its ConfigMap")
+    p.add_argument("--wait", type=float, default=300, help="seconds to wait for etcd and NATS (default 300)")
+    p.add_argument("--hf-home", default="", help="HF_HOME of the node's Hugging Face cache")
+    p.add_argument("--model-repo", default="", help="Hugging Face repo id; empty: no model lookup")
+    p.add_argument("--model-revision", default="main", help="ref in the cache's refs/ (default main)")
+    p.add_argument("--model-snapshot", default="", help="a snapshot hash, instead of the revision")
+    p.add_argument("--output", required=True, help="file of `export NAME=value` lines for the worker")
+    add_common(p)
+    p.set_defaults(func=cmd_worker_init)
+
+    p = sub.add_parser("cleanup-mounts", help="lazily detach the mounts under a directory, remove its empty dirs")
+    p.add_argument("--root", required=True, help="absolute staging directory, e.g. /tmp/dynamo-3fs-mount")
+    p.add_argument("--stale-only", action="store_true",
+                   help="detach only mounts whose stat fails with a corrupted-mount errno or times out")
+    p.add_argument("--dry-run", action="store_true", help="list what would be detached and removed; change nothing")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds for each stat or umount (default 5)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.set_defaults(func=cmd_cleanup_mounts)
+
+    p = sub.add_parser("cleanup-nodes", help="run the mount cleanup Job on each node, all at once, bounded")
+    p.add_argument("--nodes", required=True, help="NODE[,...]; empty: nothing to clean up")
+    p.add_argument("--job-template", required=True, metavar="FILE", help="YAML batch/v1 Job; its name is the base")
+    p.add_argument("--worker-selector", required=True, help="label selector of the worker pods to wait for")
+    p.add_argument("--namespace", default="", help="where to create the Jobs (default: the pod's)")
+    p.add_argument("--owner-pod-name", default="", help="this pod's name: it owns the Jobs (with --owner-pod-uid)")
+    p.add_argument("--owner-pod-uid", default="")
+    p.add_argument("--pods-wait", type=float, default=60, help="seconds to wait for a node's workers (default 60)")
+    p.add_argument("--deadline", type=float, default=120,
+                   help="seconds for a node's Job to complete, else it is deleted (default 120)")
+    add_common(p)
+    p.set_defaults(func=cmd_cleanup_nodes)
+    return parser
+
+
+def add_peer_arguments(parser):
+    connections.add_arguments(parser, "etcd")
+    connections.add_arguments(parser, "nats")
+    parser.add_argument("--resolve", action="store_true",
+                        help="resolve Services to pod IPs from their EndpointSlices (a hostNetwork worker)")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"dynamo-hooks {args.command}: {err}", file=sys.stderr)
+        return 2

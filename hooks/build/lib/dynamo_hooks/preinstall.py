@@ -1,0 +1,84 @@
+"""The pre-install/pre-upgrade hook: find etcd and NATS as the worker will, verify them and 3FS mgmtd,
+then record the resolved addresses in a ConfigMap the worker's pods mount."""
+
+import dataclasses
+
+from dynamo_hooks import connections, mgmtd, record
+from dynamo_hooks.kube import KubeError
+from dynamo_hooks.report import OK, Finding, Report
+
+
+@dataclasses.dataclass
+class Plan:
+    etcd: connections.Connection
+    nats: connections.Connection
+    resolve: bool  # resolve Services to pod IPs (a hostNetwork worker)
+    mgmtd_addresses: list
+    cluster_id: str
+    mgmtd_check: str
+    strict: bool
+    record_namespace: str
+    record_name: str
+    record_labels: dict
+    record_annotations: dict
+    timeout: float
+
+
+def skipped(conn, why):
+    return Report(conn.name, [Finding(conn.peer or conn.name, OK, "skipped", why)])
+
+
+def verify_connection(plan, api, conn):
+    """(report, resolved URLs to record or None)."""
+    if conn.embedded:
+        return skipped(conn, f"the chart's embedded {conn.name} is created after this hook; "
+                             "the worker's init container waits for it"), None
+    try:
+        urls, source = connections.addresses(conn, api, plan.resolve, plan.timeout)
+    except KubeError as err:
+        return connections.soften(connections.failed_report(conn, err), conn.check), None
+    if not urls:
+        return connections.soften(connections.failed_report(conn, f"no {conn.name} address configured"),
+                                  conn.check), None
+    recorded = urls if source == "endpointslices" else None
+    if conn.check == "off":
+        return skipped(conn, f"check off; {source} addresses {','.join(urls)}"), recorded
+    return connections.soften(connections.check(conn, urls, plan.timeout), conn.check), recorded
+
+
+def verify_mgmtd(plan):
+    if not plan.mgmtd_addresses:
+        return None
+    if plan.mgmtd_check == "off":
+        return Report("mgmtd", [Finding(",".join(plan.mgmtd_addresses), OK, "skipped", "check off")])
+    report = mgmtd.check_mgmtd(plan.mgmtd_addresses, plan.cluster_id, plan.timeout, strict=plan.strict)
+    return connections.soften(report, plan.mgmtd_check)
+
+
+def record_data(resolved):
+    """ConfigMap data: the resolved addresses, as the worker's environment takes them."""
+    data = {}
+    if resolved.get("etcd"):
+        data["ETCD_ENDPOINTS"] = ",".join(resolved["etcd"])
+    if resolved.get("nats"):
+        data["NATS_SERVER"] = resolved["nats"][0]
+    return data
+
+
+def run(plan, api):
+    """(reports, what was recorded: "created", "updated" or None). Nothing is recorded unless every
+    required check passed."""
+    reports, resolved = [], {}
+    for conn in (plan.etcd, plan.nats):
+        report, urls = verify_connection(plan, api, conn)
+        reports.append(report)
+        resolved[conn.name] = urls
+    mgmtd_report = verify_mgmtd(plan)
+    if mgmtd_report:
+        reports.append(mgmtd_report)
+    data = record_data(resolved)
+    if not all(r.ok for r in reports) or not data or not plan.record_name:
+        return reports, None
+    outcome = record.write_record(api, plan.record_namespace, plan.record_name, data,
+                                  plan.record_labels, plan.record_annotations, plan.timeout)
+    return reports, outcome
