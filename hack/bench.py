@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""make bench: how long rendering the chart and each hook step take here, printed as a table.
+
+Every figure is measured against the real thing on loopback (Helm binaries, etcd, nats-server, a 3FS
+wire-format peer, tmpfs mounts); nothing is asserted, so a slow machine prints slow figures."""
+
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dynamo_hooks import etcd, mgmtd, mounts, nats  # noqa: E402
+from tests.hooks.servers import etcd_server, nats_server  # noqa: E402
+from tests.hooks.threefs_peer import ThreeFSPeer  # noqa: E402
+
+
+def timed(fn, runs):
+    """(median seconds, runs) of calling fn() `runs` times."""
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), runs
+
+
+def helm_template(major, env):
+    subprocess.run([str(ROOT / ".tools" / "bin" / f"helm{major}"), "template", "dynamo", str(ROOT / "chart"),
+                    "-f", str(ROOT / "values" / f"{env}.yaml")], check=True, capture_output=True)
+
+
+def must(report):
+    assert report.ok, report.summary()
+
+
+def mount_tmpfs(directory, count):
+    for i in range(count):
+        point = directory / f"m{i:03d}"
+        point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", f"bench{i}", str(point)], check=True)
+
+
+def rows(tmp):
+    for major in (3, 4):
+        yield f"helm{major} template values/ipoib.yaml", *timed(lambda m=major: helm_template(m, "ipoib"), 5)
+    yield "python -m generator check", *timed(lambda: subprocess.run(
+        [sys.executable, "-m", "generator", "check"], cwd=ROOT, check=True, capture_output=True), 3)
+    with etcd_server(tmp / "etcd") as server:
+        yield "check-etcd, one healthy endpoint", *timed(lambda: must(etcd.check_etcd([server.url], 5)), 20)
+    with nats_server(tmp / "nats") as server:
+        yield "check-nats with JetStream", *timed(lambda: must(nats.check_nats(server.url, 5)), 20)
+    with ThreeFSPeer("primary", cluster_id="bench") as peer:
+        yield "check-mgmtd, primary named", *timed(
+            lambda: must(mgmtd.check_mgmtd([peer.address("RDMA")], "bench", 5)), 50)
+    with ThreeFSPeer("silent", cluster_id="bench") as peer:
+        yield "check-mgmtd, silent peer, --timeout 1", *timed(
+            lambda: mgmtd.check_mgmtd([peer.address("TCP")], "bench", 1), 3)
+    if os.geteuid() == 0:
+        root = tmp / "staging"
+        root.mkdir()
+        mount_tmpfs(root, 50)
+        yield "cleanup-mounts, 50 tmpfs mounts", *timed(lambda: mounts.cleanup(str(root)), 1)
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="dynamo-bench-") as tmp:
+        table = [(name, f"{median * 1000:.1f}", runs) for name, median, runs in rows(pathlib.Path(tmp))]
+    width = max(len(name) for name, _, _ in table)
+    print(f"{'measurement':<{width}}  {'median ms':>10}  {'runs':>4}")
+    print(f"{'-' * width}  {'-' * 10}  {'-' * 4}")
+    for name, ms, runs in table:
+        print(f"{name:<{width}}  {ms:>10}  {runs:>4}")
+
+
+if __name__ == "__main__":
+    main()
