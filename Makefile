@@ -19,7 +19,7 @@ VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
 ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
 PYTEST_ARGS ?=
 
-.PHONY: all help deps venv tools generate check lint render package push push-chart push-image test bench clean
+.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image test bench clean
 
 all: generate check lint render package ## Generate, check, lint, render every environment and package
 
@@ -89,6 +89,12 @@ push-image: ## Push the hooks image built by `make image` to $(REGISTRY)/dynamo-
 
 test: .tools/.helm check ## Check generated files, then run the test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+image: $(VENV)/.installed .tools/.debian-packages ## Build the hooks image into dist/dynamo-offloading-hooks-<version>.oci.tar (Docker, else buildah)
+	$(PYTHON) hack/build_image.py --version $(VERSION)
+
+image-test: image .tools/.helm ## Run dynamo-hooks inside the built image against real servers; push it to a real registry
+	$(VENV)/bin/pytest -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 bench: .tools/.helm $(VENV)/.installed ## Time rendering and each hook step against real servers; prints a table
 	$(PYTHON) hack/bench.py
