@@ -1,1 +1,0 @@
-"""Commands the dynamo-offloading chart runs in its hook Jobs and in the worker's init container."""

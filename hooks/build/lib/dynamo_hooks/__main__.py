@@ -1,5 +1,0 @@
-import sys
-
-from dynamo_hooks.cli import main
-
-sys.exit(main())
