@@ -18,21 +18,23 @@ The hooks image; an empty tag means the chart's version.
 {{- end }}
 
 {{/*
-The ConfigMap the pre-install hook records resolved addresses in. The chart renders it too (without
-data), so Helm owns it and deletes it on uninstall; the hook only sets data keys.
+The ConfigMap that records the etcd/NATS pod IPs last resolved (worker/configmap-endpoints.yaml).
 */}}
 {{- define "dynamo-offloading.hooks.recordName" -}}
 {{- include "dynamo-offloading.component.fullname" (dict "root" . "component" "endpoints") }}
 {{- end }}
 
 {{/*
-Where the worker finds one of etcd/NATS. Context: (dict "root" $ "name" "etcd").
+Where the worker finds one of etcd/NATS, with the precedence of dynamo-offloading.etcd.endpoints:
+explicit addresses when the worker cannot use cluster DNS or there is no Service, else the embedded
+server, else the Service. Context: (dict "root" $ "name" "etcd").
 Returns JSON {explicit, namespace, service, port, portName, embedded}.
 */}}
 {{- define "dynamo-offloading.hooks.source" -}}
 {{- $v := index .root.Values .name }}
 {{- $explicit := ternary (join "," ($v.endpoints | default list)) ($v.url | default "") (eq .name "etcd") }}
-{{- if $explicit }}
+{{- $service := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" .name) }}
+{{- if and $explicit (or .root.Values.worker.hostNetwork (not $service)) }}
 {{- toJson (dict "explicit" $explicit) }}
 {{- else if $v.embedded.enabled }}
 {{- toJson (dict "namespace" .root.Release.Namespace "service" (include "dynamo-offloading.component.fullname" (dict "root" .root "component" .name)) "port" (int $v.embedded.clientPort) "portName" "client" "embedded" true) }}
@@ -106,11 +108,11 @@ helm.sh/hook-weight: {{ .weight | quote }}
 {{- end }}
 
 {{/*
-The container settings dynamo-hooks runs with wherever it runs: image, environment (etcd/NATS
-credentials and certificates, as the worker gets them), resources, a restricted non-root context
-with a read-only root filesystem, and its volume mounts: a writable /tmp (client certificates given
-as PEM content are written there for the TLS library), the NATS certificates, then `mounts`.
-Context: (dict "root" $ "dns" bool "mounts" "yaml list or empty").
+The container settings dynamo-hooks runs with wherever it runs: image, environment (with `peers`, the
+etcd/NATS credentials and certificates as the worker gets them), resources, a restricted non-root
+context with a read-only root filesystem, and its volume mounts: a writable /tmp (client certificates
+given as PEM content are written there for the TLS library), with `peers` the NATS certificates, then
+`mounts`. Context: (dict "root" $ "peers" true "dns" bool "mounts" "yaml list or empty").
 */}}
 {{- define "dynamo-offloading.hooks.container" -}}
 image: {{ include "dynamo-offloading.hooks.image" .root | quote }}
@@ -122,7 +124,9 @@ env:
       fieldRef:
         fieldPath: {{ $field }}
   {{- end }}
+  {{- if .peers }}
   {{- include "dynamo-offloading.connection.env" . | trim | nindent 2 }}
+  {{- end }}
 resources:
   {{- toYaml .root.Values.hooks.resources | nindent 2 }}
 securityContext:
@@ -130,7 +134,7 @@ securityContext:
 volumeMounts:
   - name: hooks-tmp
     mountPath: /tmp
-  {{- with include "dynamo-offloading.connection.volumeMounts" .root | trim }}
+  {{- with and .peers (include "dynamo-offloading.connection.volumeMounts" .root | trim) }}
   {{- . | nindent 2 }}
   {{- end }}
   {{- with .mounts }}
@@ -148,9 +152,6 @@ The pod volumes dynamo-hooks's container needs besides those its caller adds.
     sizeLimit: 16Mi
 {{- end }}
 
-{{/*
-Rules of a Role that reads a namespace's Services and EndpointSlices.
-*/}}
 {{/*
 Name of a Role or RoleBinding that reads another namespace's Services: the release namespace is part
 of it, so releases of the same name in two namespaces do not collide there.
@@ -227,4 +228,46 @@ pins the worker to. A JSON list, empty when there is nothing to clean (no 3FS, o
 {{- end }}
 {{- end }}
 {{- toJson $nodes }}
+{{- end }}
+
+{{/*
+A Role that patches the record ConfigMap, and nothing else: it is created by the chart, so no create.
+Context: (dict "root" $ "component" "worker" "weight" "-5"); weight makes it a pre-install hook.
+*/}}
+{{- define "dynamo-offloading.hooks.recordRole" -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  {{- include "dynamo-offloading.hooks.recordMetadata" . | trim | nindent 2 }}
+rules:
+  - apiGroups: [""]
+    resources: [configmaps]
+    resourceNames: [{{ include "dynamo-offloading.hooks.recordName" .root }}]
+    verbs: [patch]
+{{- end }}
+
+{{/*
+Its RoleBinding, to the component's ServiceAccount. Context as for recordRole.
+*/}}
+{{- define "dynamo-offloading.hooks.recordRoleBinding" -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  {{- include "dynamo-offloading.hooks.recordMetadata" . | trim | nindent 2 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ include "dynamo-offloading.component.fullname" . }}-record
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "dynamo-offloading.component.fullname" . }}
+    namespace: {{ .root.Release.Namespace }}
+{{- end }}
+
+{{- define "dynamo-offloading.hooks.recordMetadata" -}}
+{{- include "dynamo-offloading.metadata" (dict "root" .root "component" .component "name" (printf "%s-record" (include "dynamo-offloading.component.fullname" .))) }}
+{{- with .weight }}
+annotations:
+  {{- include "dynamo-offloading.hooks.annotations" (dict "hook" "pre-install" "weight" .) | trim | nindent 2 }}
+{{- end }}
 {{- end }}

@@ -103,7 +103,7 @@ hands both to the worker in /run/dynamo-offloading/worker.env.
 {{- $mounts = concat $mounts (list (dict "name" "endpoints-record" "mountPath" "/etc/dynamo-offloading/record" "readOnly" true) (dict "name" "kube-api-access" "mountPath" "/var/run/secrets/kubernetes.io/serviceaccount" "readOnly" true)) }}
 {{- end -}}
 - name: resolve
-  {{- include "dynamo-offloading.hooks.container" (dict "root" $ "dns" (not .Values.worker.hostNetwork) "mounts" (toYaml $mounts)) | trim | nindent 2 }}
+  {{- include "dynamo-offloading.hooks.container" (dict "root" $ "peers" true "dns" (not .Values.worker.hostNetwork) "mounts" (toYaml $mounts)) | trim | nindent 2 }}
   args:
     - worker-init
     {{- include "dynamo-offloading.hooks.peerArgs" . | trim | nindent 4 }}
@@ -116,6 +116,7 @@ hands both to the worker in /run/dynamo-offloading/worker.env.
     {{- end }}
     {{- if $resolves }}
     - --record-dir=/etc/dynamo-offloading/record
+    - --record-name={{ include "dynamo-offloading.hooks.recordName" . }}
     {{- end }}
     - --output=/run/dynamo-offloading/worker.env
 {{- end }}

@@ -61,12 +61,12 @@ def fail(message):
 def cmd_check_etcd(args):
     conn = connections.from_args(args, "etcd")
     return finish([etcd.check_etcd([conn.url(a) for a in split(args.endpoints)], args.timeout,
-                                   tls=conn.tls_context(), credentials=conn.credentials)], args.json)
+                                   tls=conn.tls, credentials=conn.credentials)], args.json)
 
 
 def cmd_check_nats(args):
     conn = connections.from_args(args, "nats")
-    return finish([nats.check_nats(args.server, args.timeout, tls=conn.tls_context(),
+    return finish([nats.check_nats(args.server, args.timeout, tls=conn.tls,
                                    credentials=conn.credentials)], args.json)
 
 
@@ -102,8 +102,6 @@ def cmd_pre_install(args):
         mgmtd_check=args.mgmtd_check, strict=args.strict,
         record_namespace=release_namespace(args.record_namespace) if args.record_name else "",
         record_name=args.record_name,
-        record_labels=dict(split_pair(p) for p in args.record_label),
-        record_annotations=dict(split_pair(p) for p in args.record_annotation),
         timeout=args.timeout,
     )
     try:
@@ -111,8 +109,10 @@ def cmd_pre_install(args):
     except KubeError as err:
         return fail(f"{err.peer}: {err.message}")
     status = finish(reports, args.json)
-    if recorded and not args.json:
-        log(f"recorded the resolved addresses in ConfigMap {plan.record_namespace}/{plan.record_name} ({recorded})")
+    where = f"ConfigMap {plan.record_namespace}/{plan.record_name}"
+    if recorded is not None and not args.json:
+        log(f"recorded the resolved addresses in {where}" if recorded else
+            f"{where} does not exist yet (a first install): the worker's init container records them at its start")
     return status
 
 
@@ -121,23 +121,18 @@ def needs_api(plan):
     return (plan.resolve and uses_services) or bool(plan.record_name)
 
 
-def split_pair(text):
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
 def cmd_worker_init(args):
     plan = worker_init.Plan(
         etcd=connections.from_args(args, "etcd"), nats=connections.from_args(args, "nats"), resolve=args.resolve,
-        record_dir=args.record_dir, wait_seconds=args.wait, timeout=args.timeout, hf_home=args.hf_home,
+        record_dir=args.record_dir, record_name=args.record_name,
+        record_namespace=release_namespace() if args.record_name else "", wait_seconds=args.wait,
+        timeout=args.timeout, hf_home=args.hf_home,
         model_repo=args.model_repo, model_revision=args.model_revision, model_snapshot=args.model_snapshot,
     )
     try:
         api = kube.api_client() if plan.resolve else None
-    except Exception as err:  # no usable in-cluster config: resolution falls back like an unreachable API
-        log(f"Kubernetes API client unavailable ({err}); falling back")
+    except KubeError as err:  # no usable client configuration: resolution falls back as if unreachable
+        log(f"{err.message}; falling back")
         api = None
     try:
         env = worker_init.handoff(plan, api, log)
@@ -231,14 +226,13 @@ def build_parser():
     p.add_argument("--strict", action="store_true", help="an mgmtd reply that does not decode is an error")
     p.add_argument("--record-name", default="", help="ConfigMap to record the resolved addresses in")
     p.add_argument("--record-namespace", default="", help="its namespace (default: the pod's)")
-    p.add_argument("--record-label", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--record-annotation", action="append", default=[], metavar="KEY=VALUE")
     add_common(p)
     p.set_defaults(func=cmd_pre_install)
 
     p = sub.add_parser("worker-init", help="resolve and wait for etcd/NATS, find the model; write a file to source")
     add_peer_arguments(p)
-    p.add_argument("--record-dir", default="", help="the pre-install hook's record, mounted from its ConfigMap")
+    p.add_argument("--record-dir", default="", help="the last resolved addresses, mounted from their ConfigMap")
+    p.add_argument("--record-name", default="", help="that ConfigMap, to record what this start resolves")
     p.add_argument("--wait", type=float, default=300, help="seconds to wait for etcd and NATS (default 300)")
     p.add_argument("--hf-home", default="", help="HF_HOME of the node's Hugging Face cache")
     p.add_argument("--model-repo", default="", help="Hugging Face repo id; empty: no model lookup")
@@ -286,3 +280,6 @@ def main(argv=None):
     except ValueError as err:
         print(f"dynamo-hooks {args.command}: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a certificate, key, record or output file that cannot be read or written
+        print(f"dynamo-hooks {args.command}: {err}", file=sys.stderr)
+        return 1

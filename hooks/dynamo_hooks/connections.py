@@ -6,6 +6,7 @@ Service's DNS name.
 """
 
 import dataclasses
+import functools
 import os
 
 from dynamo_hooks import endpoints, etcd, nats, tls
@@ -13,7 +14,6 @@ from dynamo_hooks.kube import KubeError
 from dynamo_hooks.report import ERROR, WARNING, Finding, Report
 
 CHECK_MODES = ("required", "warn", "off")
-SCHEMES = {"etcd": ("http", "https"), "nats": ("nats", "nats")}
 RECORD_KEYS = {"etcd": "ETCD_ENDPOINTS", "nats": "NATS_SERVER"}
 
 
@@ -33,14 +33,17 @@ class Connection:
     def peer(self):
         return "/".join(self.service[:2]) if self.service else ",".join(self.explicit)
 
-    def tls_context(self):
+    @functools.cached_property
+    def tls(self):
+        """The client TLS context, built once (None without a CA or a certificate)."""
         if not (self.ca or self.cert):
             return None
         return tls.client_context(self.ca, self.cert, self.key)
 
     def url(self, host_port):
-        scheme = SCHEMES[self.name][1 if self.tls_context() else 0]
-        return host_port if "://" in host_port else f"{scheme}://{host_port}"
+        if self.name == "etcd":
+            return etcd.normalize(host_port, self.tls)
+        return host_port if "://" in host_port else f"nats://{host_port}"
 
     def dns_address(self):
         namespace, name, _, port = self.service
@@ -99,23 +102,30 @@ def from_args(args, name):
 
 def addresses(conn, api, resolve, timeout):
     """(addresses as URLs, source). `api` is only used when `resolve` (a hostNetwork worker) is set;
-    a KubeError from it propagates for the caller to fall back."""
+    a KubeError from it, or its absence, propagates for the caller to fall back."""
     if conn.explicit:
         return [conn.url(a) for a in conn.explicit], "explicit"
     if conn.service is None:
         return [], "none"
     if resolve:
+        if api is None:
+            raise KubeError("kubernetes-api", "unreachable", "unreachable: no Kubernetes API client")
         namespace, name, port_name, _ = conn.service
         return [conn.url(a) for a in endpoints.resolve_service(api, namespace, name, port_name, timeout)], \
             "endpointslices"
     return [conn.url(conn.dns_address())], "dns"
 
 
+def env_value(conn, urls):
+    """The worker's ETCD_ENDPOINTS (every endpoint) or NATS_SERVER (one server) for these addresses."""
+    return ",".join(urls) if conn.name == "etcd" else urls[0]
+
+
 def check(conn, urls, timeout):
     """Run the protocol check of one connection against its addresses."""
     if conn.name == "etcd":
-        return etcd.check_etcd(urls, timeout, tls=conn.tls_context(), credentials=conn.credentials)
-    return nats.check_nats(urls[0], timeout, tls=conn.tls_context(), credentials=conn.credentials)
+        return etcd.check_etcd(urls, timeout, tls=conn.tls, credentials=conn.credentials)
+    return nats.check_nats(env_value(conn, urls), timeout, tls=conn.tls, credentials=conn.credentials)
 
 
 def failed_report(conn, error):

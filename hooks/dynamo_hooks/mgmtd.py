@@ -90,11 +90,6 @@ def parse_address(text):
     return Address(address_type, ".".join(map(str, numbers[:4])), numbers[4])
 
 
-def encode_address(address):
-    """`net::Address` as serde copies it: the four IPv4 bytes in order, u16 port, u16 type."""
-    return socket.inet_aton(address.ip) + serde.u16(address.port) + serde.u16(ADDRESS_TYPES.index(address.type))
-
-
 def read_address(reader):
     ip, port, type_ = reader.take(4), reader.u16(), reader.u16()
     type_name = ADDRESS_TYPES[type_] if type_ < len(ADDRESS_TYPES) else f"type{type_}"

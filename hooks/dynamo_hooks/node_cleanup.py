@@ -25,12 +25,14 @@ a cleanup that ran and failed does.
 
 What is left behind: a Job that completed is deleted at once, and so is one that did not run or whose
 outcome is unknown (an API error) -- a pending Job left behind would start when its node comes back,
-perhaps after a new release has mounted 3FS there again. A failed Job is kept for its logs; it is
-finished, so it never runs again, and the garbage collector removes it with the coordinator's Pod, its
-owner (ownerReferences, with blockOwnerDeletion false: setting it needs no permission on the Pod).
+perhaps after a new release has mounted 3FS there again. A failed Job's pod log is printed in the
+coordinator's (which Helm shows when the hook fails); the Job is finished, so it never runs again, and
+the garbage collector removes it with the coordinator's Pod, its owner (ownerReferences, with
+blockOwnerDeletion false: setting it needs no permission on the Pod).
 Deletions use Background propagation, so a Job's pods go with it (batch/v1 Jobs orphan them by default).
 
-RBAC of the coordinator, in the release namespace: jobs (batch) create, get, delete; pods list."""
+RBAC of the coordinator, in the release namespace: jobs (batch) create, get, delete; pods list;
+pods/log get."""
 
 import copy
 import dataclasses
@@ -55,6 +57,7 @@ BACKGROUND = "Background"
 REASON_OK, WORKERS_REMAIN, NOT_RUN, JOB_EXISTS, FAILED, UNEXPECTED = (
     "ok", "workers-remain", "not-run", "job-exists", "failed", "unexpected")
 FINISHED_PHASES = ("Succeeded", "Failed")
+LOG_LINES = 20  # of a failed cleanup pod's log, printed in the coordinator's
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -255,10 +258,12 @@ def _clean_node(plan, node):
     details["condition"] = {"type": condition.type, "reason": condition.reason, "message": condition.message}
     if condition.type == "Failed":
         why = "; ".join(filter(None, (condition.reason, condition.message)))
-        plan.log(f"cleanup {node}: Job {job_ref} failed")
+        # Printed here: the Job goes with this pod, and Helm shows this pod's log when it fails.
+        details["log"] = _pod_log_tail(plan, node, name)
+        plan.log(f"cleanup {node}: Job {job_ref} failed; its log ends:\n" + details["log"].rstrip())
         return Finding(node, ERROR, FAILED,
                        f"the cleanup Job {job_ref} failed on node {node}{f' ({why})' if why else ''}: its 3FS "
-                       f"mounts may still be attached; see `kubectl logs -n {plan.namespace} job/{name}`", details)
+                       f"mounts may still be attached (its log is above)", details)
 
     deleted = _delete_job_quietly(plan, node, name)
     if deleted is not None:
@@ -374,6 +379,22 @@ def _delete_job_quietly(plan, node, name):
     except KubeError as err:
         return err.message
     return None
+
+
+def _pod_log_tail(plan, node, name):
+    """The last lines the Job's pod printed (best effort: else why they could not be read)."""
+    core = client.CoreV1Api(plan.api)
+    try:
+        with api_errors(**plan.context(node, "list", "pods")):
+            pods = core.list_namespaced_pod(plan.namespace, label_selector=f"job-name={name}",
+                                            _request_timeout=plan.timeout).items or []
+        if not pods:
+            return "(no pod was created for it)"
+        with api_errors(**plan.context(node, "get", "pods/log")):
+            return core.read_namespaced_pod_log(pods[-1].metadata.name, plan.namespace, tail_lines=LOG_LINES,
+                                                _request_timeout=plan.timeout) or "(empty)"
+    except KubeError as err:
+        return f"(its log could not be read: {err.message})"
 
 
 def _pod_state(plan, node, name):

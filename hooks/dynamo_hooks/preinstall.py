@@ -1,5 +1,6 @@
 """The pre-install/pre-upgrade hook: find etcd and NATS as the worker will, verify them and 3FS mgmtd,
-then record the resolved addresses in a ConfigMap the worker's pods mount."""
+then record the resolved addresses in the ConfigMap the worker's pods mount (on an upgrade: before the
+first install's objects exist, the worker's init container records them at its first start)."""
 
 import dataclasses
 
@@ -19,8 +20,6 @@ class Plan:
     strict: bool
     record_namespace: str
     record_name: str
-    record_labels: dict
-    record_annotations: dict
     timeout: float
 
 
@@ -55,30 +54,18 @@ def verify_mgmtd(plan):
     return connections.soften(report, plan.mgmtd_check)
 
 
-def record_data(resolved):
-    """ConfigMap data: the resolved addresses, as the worker's environment takes them."""
-    data = {}
-    if resolved.get("etcd"):
-        data["ETCD_ENDPOINTS"] = ",".join(resolved["etcd"])
-    if resolved.get("nats"):
-        data["NATS_SERVER"] = resolved["nats"][0]
-    return data
-
-
 def run(plan, api):
-    """(reports, what was recorded: "created", "updated" or None). Nothing is recorded unless every
-    required check passed."""
-    reports, resolved = [], {}
+    """(reports, recorded: True, False when the ConfigMap does not exist yet, or None when nothing was to
+    be recorded). Nothing is recorded unless every required check passed."""
+    reports, data = [], {}
     for conn in (plan.etcd, plan.nats):
         report, urls = verify_connection(plan, api, conn)
         reports.append(report)
-        resolved[conn.name] = urls
+        if urls:
+            data[connections.RECORD_KEYS[conn.name]] = connections.env_value(conn, urls)
     mgmtd_report = verify_mgmtd(plan)
     if mgmtd_report:
         reports.append(mgmtd_report)
-    data = record_data(resolved)
     if not all(r.ok for r in reports) or not data or not plan.record_name:
         return reports, None
-    outcome = record.write_record(api, plan.record_namespace, plan.record_name, data,
-                                  plan.record_labels, plan.record_annotations, plan.timeout)
-    return reports, outcome
+    return reports, record.patch_record(api, plan.record_namespace, plan.record_name, data, plan.timeout)

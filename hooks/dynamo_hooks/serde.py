@@ -240,19 +240,10 @@ class Result:
     error: Status | None = None
 
 
-def encode_status(status):
-    return u16(status.code) + optional(status.message or None, blob)
-
-
 def read_status(reader):
     code = reader.u16()
     message = reader.optional(Reader.string)
     return Status(code, message or "")
-
-
-def encode_result(value_bytes=None, error=None):
-    """`Result<T>` from an already encoded T, or from a Status."""
-    return boolean(True) + value_bytes if error is None else boolean(False) + encode_status(error)
 
 
 def read_result(reader, read_value):
@@ -264,8 +255,6 @@ def read_result(reader, read_value):
 # --- MessagePacket (src/common/serde/MessagePacket.h) -------------------------------------------------------------
 
 FLAG_IS_REQUEST = 1 << 0
-FLAG_USE_COMPRESS = 1 << 1
-FLAG_CONTROL_RDMA = 1 << 2
 
 
 @dataclasses.dataclass

@@ -2,18 +2,17 @@
 their pods restart), wait for them, find the model's snapshot, and hand the result to the worker as a
 shell file it sources.
 
-Addresses fall back, when the Kubernetes API cannot be read, to the pre-install hook's record (a
-ConfigMap mounted into the pod, which the kubelet serves without the API), then to the explicit values
-already in the environment."""
+Addresses fall back, when the Kubernetes API cannot be read, to the last resolved ones (a ConfigMap
+mounted into the pod, which the kubelet serves without the API), then to the values already in the
+worker's environment. What a start resolves is recorded in that ConfigMap for the next one."""
 
 import dataclasses
 import pathlib
 import shlex
 import time
 
-from dynamo_hooks import connections, model_path
+from dynamo_hooks import connections, model_path, record
 from dynamo_hooks.kube import KubeError
-from dynamo_hooks.report import Report
 
 RETRY_SECONDS = 2
 
@@ -24,12 +23,14 @@ class Plan:
     nats: connections.Connection
     resolve: bool
     record_dir: str  # the mounted record ConfigMap ("" = none)
+    record_name: str  # that ConfigMap, patched with what this start resolves ("" = not recorded)
     wait_seconds: float
     timeout: float
     hf_home: str = ""
     model_repo: str = ""
     model_revision: str = "main"
     model_snapshot: str = ""
+    record_namespace: str = ""
 
 
 def recorded(record_dir, conn):
@@ -53,22 +54,27 @@ def find_addresses(plan, api, conn, log):
 
 
 def wait_for(plan, api, conn, log):
-    """URLs of `conn` once its check passes (at once when its check is off). After wait_seconds, the last
-    failure raises TimeoutError, or with a warn check is logged and the start goes on."""
+    """(URLs, source) of `conn` once its check passes; ([], "values") leaves the worker's own values.
+    An off check is not waited for; after wait_seconds a warn check starts anyway and a required one
+    raises TimeoutError with the last failure."""
     deadline = time.monotonic() + plan.wait_seconds
     while True:
         try:
             urls, source = find_addresses(plan, api, conn, log)
-            report = connections.check(conn, urls, plan.timeout) if urls and conn.check != "off" else None
-        except KubeError as err:
-            urls, source, report = [], "endpointslices", connections.failed_report(conn, err)
-        if not urls and source == "values":
-            return [], source  # nothing better than what the worker's environment already holds
-        if urls and (report is None or report.ok):
-            return urls, source
-        why = report.summary() if isinstance(report, Report) else f"{conn.name}: no address"
+        except KubeError as err:  # the API answered, but gave no usable address (yet)
+            urls, source, why = [], "values", connections.failed_report(conn, err).summary()
+        else:
+            if not urls or conn.check == "off":
+                return urls, source
+            report = connections.check(conn, urls, plan.timeout)
+            if report.ok:
+                return urls, source
+            why = report.summary()
+        if conn.check == "off":
+            log(f"{why}; the check is off: starting with the worker's values")
+            return [], "values"
         remaining = deadline - time.monotonic()
-        if remaining <= 0 and conn.check == "warn" and urls:
+        if remaining <= 0 and conn.check == "warn":
             log(f"warning: {why} (waited {plan.wait_seconds:.0f} s); starting anyway")
             return urls, source
         if remaining <= 0:
@@ -77,14 +83,30 @@ def wait_for(plan, api, conn, log):
         time.sleep(min(RETRY_SECONDS, remaining))
 
 
+def record_resolved(plan, api, data, log):
+    """Best effort: a start never fails because the record could not be written."""
+    where = f"ConfigMap {plan.record_namespace}/{plan.record_name}"
+    try:
+        written = record.patch_record(api, plan.record_namespace, plan.record_name, data, plan.timeout)
+    except KubeError as err:
+        log(f"warning: could not record the resolved addresses in {where}: {err.message}")
+        return
+    log(f"recorded the resolved addresses in {where}" if written else f"{where} does not exist; nothing recorded")
+
+
 def handoff(plan, api, log):
-    """{variable: value} for the worker: ETCD_ENDPOINTS, NATS_SERVER (when resolved) and MODEL_PATH."""
-    env = {}
+    """{variable: value} for the worker: ETCD_ENDPOINTS, NATS_SERVER (when found) and MODEL_PATH."""
+    env, resolved = {}, {}
     for conn in (plan.etcd, plan.nats):
         urls, source = wait_for(plan, api, conn, log)
+        key = connections.RECORD_KEYS[conn.name]
         if urls:
-            env[connections.RECORD_KEYS[conn.name]] = ",".join(urls) if conn.name == "etcd" else urls[0]
+            env[key] = connections.env_value(conn, urls)
+        if source == "endpointslices":
+            resolved[key] = env[key]
         log(f"{conn.name}: {','.join(urls) or 'the values given to the worker'} ({source})")
+    if resolved and plan.record_name:
+        record_resolved(plan, api, resolved, log)
     if plan.model_repo:
         path = model_path.resolve_snapshot(plan.hf_home, plan.model_repo, plan.model_revision, plan.model_snapshot)
         env["MODEL_PATH"] = str(path)

@@ -68,6 +68,7 @@ def test_rbac_is_the_release_namespace_only(helm_major):
     assert role["metadata"]["namespace"] == NAMESPACE
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "delete"]},
     ]
     binding = one(hooks, "RoleBinding")
@@ -83,7 +84,8 @@ def test_node_job_detaches_the_staging_path_on_its_node(helm_major):
     assert spec["tolerations"] == [{"operator": "Exists"}]
     assert spec["restartPolicy"] == "Never"
     c = container(job, "cleanup-mounts")
-    assert c["args"] == ["cleanup-mounts", "--root=/tmp/dynamo-3fs-mount"]
+    # Only dead mounts: the release's workers are gone; another release's live mount there stays.
+    assert c["args"] == ["cleanup-mounts", "--root=/tmp/dynamo-3fs-mount", "--stale-only"]
     assert c["securityContext"] == {"privileged": True, "runAsUser": 0}
     assert c["volumeMounts"] == [{"name": "staging", "mountPath": "/tmp/dynamo-3fs-mount",
                                   "mountPropagation": "Bidirectional"}]

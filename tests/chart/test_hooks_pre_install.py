@@ -57,9 +57,7 @@ def test_job_verifies_from_where_the_worker_stands(helm_major):
     expected = {"--resolve", "--etcd-service=baseten/etcd-headless:2379", "--etcd-check=required",
                 "--nats-service=baseten/nats-headless:4222", "--nats-check=required",
                 "--mgmtd-addresses=RDMA://10.2.10.55:8010", "--cluster-id=ipoib", "--mgmtd-check=required",
-                f"--record-name={RECORD}", "--record-label=app.kubernetes.io/managed-by=Helm",
-                "--record-annotation=meta.helm.sh/release-name=dynamo",
-                f"--record-annotation=meta.helm.sh/release-namespace={NAMESPACE}", "--timeout=5"}
+                f"--record-name={RECORD}", "--timeout=5"}
     assert expected <= set(args)
 
 
@@ -83,13 +81,10 @@ def test_hook_rbac_is_least_privilege(helm_major):
         {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
     ]
-    record = roles.pop((NAMESPACE, "dynamo-dynamo-offloading-pre-install"))
+    record = roles.pop((NAMESPACE, "dynamo-dynamo-offloading-pre-install-record"))
     assert not roles
-    # create cannot be narrowed by resourceNames; everything else is on the one ConfigMap.
-    assert record == [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [RECORD], "verbs": ["patch"]},
-    ]
+    # The chart creates the record ConfigMap: the hook only patches that one, so it needs no create.
+    assert record == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [RECORD], "verbs": ["patch"]}]
     for binding in find(objects, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dynamo-dynamo-offloading-pre-install",
                                         "namespace": NAMESPACE}]
@@ -118,11 +113,17 @@ def test_worker_resolves_at_every_start_with_its_own_rbac(helm_major):
     assert volumes["endpoints-record"]["configMap"] == {"name": RECORD, "optional": True}
     assert {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}} in \
         volumes["kube-api-access"]["projected"]["sources"]
-    worker_role = [r for r in find(objects, "Role", "worker")]
-    assert [(r["metadata"]["namespace"], "helm.sh/hook" in r["metadata"].get("annotations", {}))
-            for r in worker_role] == [("baseten", False)]
-    binding = one(objects, "RoleBinding", "worker")
-    assert binding["subjects"][0]["name"] == "dynamo-dynamo-offloading-worker"
+    # Its own RBAC, not hooks: read the Services' EndpointSlices there, patch the record here.
+    worker_roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r["rules"]
+                    for r in find(objects, "Role", "worker")}
+    assert sorted(worker_roles) == [("baseten", f"dynamo-dynamo-offloading-worker-{NAMESPACE}-discovery"),
+                                    (NAMESPACE, "dynamo-dynamo-offloading-worker-record")]
+    assert worker_roles[(NAMESPACE, "dynamo-dynamo-offloading-worker-record")] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [RECORD], "verbs": ["patch"]}]
+    assert not [r for r in find(objects, "Role", "worker") if "helm.sh/hook" in r["metadata"].get("annotations", {})]
+    for binding in find(objects, "RoleBinding", "worker"):
+        assert binding["subjects"][0]["name"] == "dynamo-dynamo-offloading-worker"
+    assert f"--record-name={RECORD}" in resolve["args"]
 
 
 def test_explicit_addresses_skip_resolution():
@@ -147,7 +148,7 @@ def test_embedded_servers_are_left_to_the_init_container():
     args = args_of(one(objects, "Job", "pre-install"), "pre-install")
     assert {f"--etcd-service={NAMESPACE}/dynamo-dynamo-offloading-etcd:2379", "--etcd-embedded",
             f"--nats-service={NAMESPACE}/dynamo-dynamo-offloading-nats:4222", "--nats-embedded"} <= set(args)
-    assert [r["metadata"]["namespace"] for r in find(objects, "Role", "worker")] == [NAMESPACE]
+    assert {r["metadata"]["namespace"] for r in find(objects, "Role", "worker")} == {NAMESPACE}
 
 
 def test_pod_network_worker_uses_dns_and_no_api():

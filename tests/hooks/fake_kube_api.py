@@ -40,6 +40,7 @@ import datetime
 import http.server
 import itertools
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -199,6 +200,7 @@ class FakeKubeApi:
         self.objects = {name: {} for name in RESOURCES}  # resource -> {(namespace, name): object}
         self.forbidden = {}  # namespace -> set of (resource, verb) pairs, None meaning any
         self.requests = []
+        self.pod_logs = {}  # (namespace, pod name) -> the text GET pods/<name>/log answers
         self.delay = 0.0
         self.delay_path = None  # only requests whose path contains this are delayed
         self.on_job_create = None  # called as on_job_create(fake, job) after a Job is created through the API
@@ -557,6 +559,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         fake.requests.append(Request(self.command, url.path, query, content_type, body))
         if fake.delay and (fake.delay_path is None or fake.delay_path in url.path):
             time.sleep(fake.delay)
+        log = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", url.path)
+        if log and self.command == "GET":
+            return self._reply_log(*log.groups())
         if isinstance(body, str):
             code, answer = 400, status(400, "BadRequest", "the request body is not valid JSON")
         else:
@@ -570,6 +575,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timed out)
             pass
+
+    def _reply_log(self, namespace, name):
+        """A pod's log (pods/log subresource) is plain text; the fake holds it in `pod_logs`."""
+        text = self.fake.pod_logs.get((namespace, name))
+        if text is None:
+            code, data, kind = 404, json.dumps(not_found("pods", name)).encode(), "application/json"
+        else:
+            code, data, kind = 200, text.encode(), "text/plain"
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -125,12 +125,20 @@ def test_a_node_that_never_runs_its_job_is_a_warning_within_the_deadline(fake):
     assert fake.get("jobs", NS, name) is None and fake.job_pods(NS, name) == []
 
 
-def test_a_failed_job_fails_the_report_and_is_kept_for_its_logs(fake):
+def test_a_failed_job_fails_the_report_and_prints_its_log(fake):
     coordinator = pod(NS, OWNER["name"], "node-x", CLEANUP_LABELS)
     coordinator["metadata"]["uid"] = OWNER["uid"]
     fake.add_pod(coordinator)
-    fake.on_job_create = drive({"node-a": "Complete", "node-b": "Failed", "node-c": "Complete"})
-    report = run(fake, ["node-a", "node-b", "node-c"])
+    finish = drive({"node-a": "Complete", "node-b": "Failed", "node-c": "Complete"})
+
+    def on_create(fake, job):
+        for job_pod in fake.job_pods(NS, job["metadata"]["name"]):
+            fake.pod_logs[(NS, job_pod["metadata"]["name"])] = "could not detach /tmp/dynamo-3fs-mount/3fs\n"
+        finish(fake, job)
+
+    fake.on_job_create = on_create
+    logs = []
+    report = run(fake, ["node-a", "node-b", "node-c"], logs=logs)
     assert not report.ok
     findings = by_node(report)
     assert [findings[n].status for n in ("node-a", "node-b", "node-c")] == ["ok", "error", "ok"]
@@ -138,8 +146,11 @@ def test_a_failed_job_fails_the_report_and_is_kept_for_its_logs(fake):
     name = "dynamo-mount-cleanup-node-b"
     assert failed.reason == "failed"
     assert failed.message == (f"the cleanup Job {NS}/{name} failed on node node-b (BackoffLimitExceeded; Job has "
-                              f"reached the specified backoff limit): its 3FS mounts may still be attached; see "
-                              f"`kubectl logs -n {NS} job/{name}`")
+                              f"reached the specified backoff limit): its 3FS mounts may still be attached (its log "
+                              f"is above)")
+    # The Job goes with the coordinator, whose own log Helm shows: the pod's last lines are printed there.
+    assert failed.details["log"] == "could not detach /tmp/dynamo-3fs-mount/3fs\n"
+    assert f"cleanup node-b: Job {NS}/{name} failed; its log ends:\ncould not detach /tmp/dynamo-3fs-mount/3fs" in logs
     assert report.summary() == f"cleanup node-b: {failed.message}"
     assert set(k[1] for k in fake.objects["jobs"]) == {name}
     # the garbage collector removes it with its owner, the coordinator's Pod

@@ -7,6 +7,7 @@ import pytest
 
 from dynamo_hooks import cli
 from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
+from tests.hooks.fake_kube_api import config_map
 from tests.hooks.servers import free_port
 from tests.hooks.threefs_peer import ThreeFSPeer
 
@@ -31,10 +32,7 @@ def api(monkeypatch, tmp_path, etcd, nats):
 def pre_install(*extra, mgmtd=None, cluster_id="ipoib"):
     args = ["pre-install", "--resolve", "--timeout=2",
             "--etcd-service=baseten/etcd-headless:2379", "--nats-service=baseten/nats-headless:4222",
-            f"--record-name={RECORD}", f"--record-namespace={RELEASE_NS}",
-            "--record-label=app.kubernetes.io/managed-by=Helm",
-            "--record-annotation=meta.helm.sh/release-name=dynamo",
-            f"--record-annotation=meta.helm.sh/release-namespace={RELEASE_NS}"]
+            f"--record-name={RECORD}", f"--record-namespace={RELEASE_NS}"]
     if mgmtd:
         args += [f"--mgmtd-addresses={mgmtd.address('RDMA')}", f"--cluster-id={cluster_id}"]
     return cli.main(args + list(extra))
@@ -44,18 +42,23 @@ def record(api):
     return api.get("configmaps", RELEASE_NS, RECORD)
 
 
-def test_resolves_verifies_and_records(api, etcd, nats, mgmtd, capsys):
+def test_first_install_verifies_and_leaves_the_record_to_the_worker(api, mgmtd, capsys):
+    """Helm creates the release's objects, the record ConfigMap among them, only after pre-install hooks."""
     assert pre_install(mgmtd=mgmtd) == 0
     out = capsys.readouterr().out
-    assert "mgmtd: ok" in out and f"recorded the resolved addresses in ConfigMap {RELEASE_NS}/{RECORD} (created)" in out
-    cm = record(api)
+    assert "mgmtd: ok" in out
+    assert f"ConfigMap {RELEASE_NS}/{RECORD} does not exist yet (a first install)" in out
+    assert record(api) is None
+
+
+def test_upgrade_records_the_serving_pods(api, etcd, nats, mgmtd, capsys):
+    api.add_config_map(config_map(RELEASE_NS, RECORD, None, labels={"app.kubernetes.io/managed-by": "Helm"}))
+    assert pre_install(mgmtd=mgmtd) == 0
+    assert f"recorded the resolved addresses in ConfigMap {RELEASE_NS}/{RECORD}" in capsys.readouterr().out
     # Only the serving pod: 127.0.0.2 is published ready but is not serving.
-    assert cm["data"] == {"ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd.port}", "NATS_SERVER": f"nats://127.0.0.1:{nats.port}"}
-    assert cm["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "Helm"}
-    assert cm["metadata"]["annotations"] == {"meta.helm.sh/release-name": "dynamo",
-                                             "meta.helm.sh/release-namespace": RELEASE_NS}
-    assert pre_install(mgmtd=mgmtd) == 0  # pre-upgrade: the same ConfigMap, updated
-    assert "(updated)" in capsys.readouterr().out
+    assert record(api)["data"] == {"ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd.port}",
+                                   "NATS_SERVER": f"nats://127.0.0.1:{nats.port}"}
+    assert record(api)["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "Helm"}
 
 
 def test_json_report(api, mgmtd, capsys):
@@ -68,11 +71,12 @@ def test_json_report(api, mgmtd, capsys):
 
 
 def test_wrong_cluster_fails_and_records_nothing(api, mgmtd, capsys):
+    api.add_config_map(config_map(RELEASE_NS, RECORD, None))
     assert pre_install(mgmtd=mgmtd, cluster_id="other") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"mgmtd {mgmtd.address('RDMA')}:")
     assert "cluster" in err[0].lower()
-    assert record(api) is None
+    assert not record(api).get("data")
 
 
 def test_etcd_down_names_the_peer(api, capsys):
@@ -87,6 +91,7 @@ def test_etcd_down_names_the_peer(api, capsys):
 
 
 def test_warn_mode_goes_on(api, etcd, capsys):
+    api.add_config_map(config_map(RELEASE_NS, RECORD, None))
     api.objects["endpointslices"].clear()
     publish(api, "baseten", "etcd-headless", etcd.port)
     publish(api, "baseten", "nats-headless", free_port())

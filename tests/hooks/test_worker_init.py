@@ -9,6 +9,7 @@ import pytest
 
 from dynamo_hooks import cli
 from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
+from tests.hooks.fake_kube_api import config_map
 from tests.hooks.servers import free_port
 from tests.hooks.test_model_path import MAIN, write_cache
 
@@ -122,3 +123,40 @@ def test_missing_model_says_how_to_download(monkeypatch, tmp_path, etcd, nats, c
                             f"--nats-url=nats://{nats.address}")
     assert status == 1
     assert "huggingface-cli download Qwen/Qwen3-8B" in capsys.readouterr().err
+
+
+def test_records_what_it_resolved_for_the_next_start(monkeypatch, tmp_path, etcd, nats, hf_home, capsys):
+    monkeypatch.setenv("POD_NAMESPACE", "dynamo-qwen")
+    with fake_api(monkeypatch, tmp_path) as api:
+        publish(api, "baseten", "etcd-headless", etcd.port)
+        publish(api, "baseten", "nats-headless", nats.port)
+        api.add_config_map(config_map("dynamo-qwen", "endpoints", None))
+        status, _ = worker_init(tmp_path, hf_home, "--record-name=endpoints")
+        assert status == 0
+        assert api.get("configmaps", "dynamo-qwen", "endpoints")["data"] == {
+            "ETCD_ENDPOINTS": f"http://127.0.0.1:{etcd.port}", "NATS_SERVER": f"nats://127.0.0.1:{nats.port}"}
+        assert "recorded the resolved addresses in ConfigMap dynamo-qwen/endpoints" in capsys.readouterr().out
+
+        api.forbid("dynamo-qwen", "configmaps", "patch")  # a start never fails over its record
+        status, env_file = worker_init(tmp_path, hf_home, "--record-name=endpoints")
+        assert status == 0 and "ETCD_ENDPOINTS" in env_file.read_text()
+        assert "warning: could not record the resolved addresses" in capsys.readouterr().out
+
+
+def test_off_check_does_not_wait_for_serving_pods(monkeypatch, tmp_path, nats, hf_home, capsys):
+    with fake_api(monkeypatch, tmp_path) as api:
+        publish(api, "baseten", "etcd-headless", 2379, ready_ips=(), not_ready_ips=("127.0.0.1",))
+        publish(api, "baseten", "nats-headless", nats.port)
+        start = time.monotonic()
+        status, env_file = worker_init(tmp_path, hf_home, "--etcd-check=off", wait=30)
+    assert status == 0 and time.monotonic() - start < 10
+    assert "ETCD_ENDPOINTS" not in env_file.read_text()
+    assert "the check is off: starting with the worker's values" in capsys.readouterr().out
+
+
+def test_unreadable_certificate_is_one_line(monkeypatch, tmp_path, etcd, nats, hf_home, capsys):
+    status, _ = worker_init(tmp_path, hf_home, f"--etcd-endpoints={etcd.address}", f"--nats-url=nats://{nats.address}",
+                            "--etcd-ca=/nonexistent/ca.crt")
+    assert status == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "dynamo-hooks worker-init: [Errno 2] No such file or directory: '/nonexistent/ca.crt'"]
