@@ -1,8 +1,23 @@
 import pytest
 
 from tests.helm import HELM_MAJORS
+from tests.hooks import servers
 
 
 @pytest.fixture(params=HELM_MAJORS, ids=lambda m: f"helm{m}")
 def helm_major(request):
     return request.param
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    """A real etcd on 127.0.0.1, for one test module."""
+    with servers.etcd_server(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory):
+    """A real nats-server with JetStream on 127.0.0.1, for one test module."""
+    with servers.nats_server(tmp_path_factory.mktemp("nats")) as server:
+        yield server

@@ -1,4 +1,4 @@
-"""Servers shared by the hooks tests: real etcd and NATS on 127.0.0.1, and throwaway certificates."""
+"""Throwaway certificates for the hooks tests (the etcd and NATS servers are in tests/conftest.py)."""
 
 import pytest
 
@@ -13,15 +13,3 @@ def certs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def other_certs(tmp_path_factory):
     return servers.make_certs(tmp_path_factory.mktemp("other-certs"), name="other")
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory):
-    with servers.etcd_server(tmp_path_factory.mktemp("etcd")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory):
-    with servers.nats_server(tmp_path_factory.mktemp("nats")) as server:
-        yield server

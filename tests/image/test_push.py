@@ -9,17 +9,15 @@ import yaml
 
 from tests.helm import ROOT, containers, helm, workloads
 from tests.image.conftest import IMAGE, chart_version
-from tests.publish.registry import registry
+from tests.publish.registry import pushed as registry_pushed
 
 VERSION = chart_version()
 
 
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
-    with registry(tmp_path_factory.mktemp("registry")) as address:
-        done = subprocess.run(["make", "-s", "push", f"REGISTRY={address}", "PLAIN_HTTP=1"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout + done.stderr
+    """The registry's host:port, once `make push` has pushed the chart and the image there."""
+    with registry_pushed(tmp_path_factory.mktemp("registry"), "push") as (address, _):
         yield address
 
 

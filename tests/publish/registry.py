@@ -6,6 +6,7 @@ import subprocess
 import time
 import urllib.request
 
+from tests.helm import ROOT
 from tests.hooks.servers import free_port
 
 REGISTRY = "/usr/bin/docker-registry"
@@ -51,3 +52,14 @@ def registry(directory, start_timeout=15.0):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def pushed(directory, target):
+    """A registry (as above) once `make <target> REGISTRY=<it> PLAIN_HTTP=1` has pushed to it: its host:port
+    and make's output."""
+    with registry(directory) as address:
+        done = subprocess.run(["make", "-s", target, f"REGISTRY={address}", "PLAIN_HTTP=1"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield address, done.stdout + done.stderr

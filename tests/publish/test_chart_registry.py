@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.helm import ROOT, containers, helm, workloads
-from tests.publish.registry import registry
+from tests.publish.registry import pushed as registry_pushed
 
 VERSION = yaml.safe_load((ROOT / "chart" / "Chart.yaml").read_text())["version"]
 
@@ -15,11 +15,8 @@ VERSION = yaml.safe_load((ROOT / "chart" / "Chart.yaml").read_text())["version"]
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
     """The registry's host:port, once `make push-chart` has pushed the chart there."""
-    with registry(tmp_path_factory.mktemp("registry")) as address:
-        done = subprocess.run(["make", "-s", "push-chart", f"REGISTRY={address}", "PLAIN_HTTP=1"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert f"Pushed: {address}/charts/dynamo-offloading:{VERSION}" in done.stdout + done.stderr
+    with registry_pushed(tmp_path_factory.mktemp("registry"), "push-chart") as (address, output):
+        assert f"Pushed: {address}/charts/dynamo-offloading:{VERSION}" in output
         yield address
 
 
