@@ -92,3 +92,28 @@ def test_package_holds_the_chart_and_nothing_else(tmp_path):
     assert "dynamo-offloading/templates/tests/test-chat-completion.yaml" in names
     assert "dynamo-offloading/values.schema.json" in names and "dynamo-offloading/README.md" in names
     assert not [n for n in names if "__pycache__" in n or ".pytest_cache" in n or n.endswith(".tgz")]
+
+
+MOUNT_VARIANTS = {
+    **VARIANTS,
+    "tls-everywhere": {"etcd": {"tls": {"enabled": True, "existingSecret": "etcd-certs"}},
+                       "nats": {"tls": {"enabled": True, "existingSecret": "nats-certs"}},
+                       "hooks": {"postDelete": {"nodes": ["gpu-a", "gpu-b"]}}},
+}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+@pytest.mark.parametrize("variant", MOUNT_VARIANTS)
+def test_every_volume_mount_names_a_volume(env, variant):
+    """The API server rejects a pod whose container mounts a volume the pod does not have."""
+    missing = []
+    for obj in with_embedded(render(environment_values(env), MOUNT_VARIANTS[variant])):
+        if obj["kind"] not in ("Deployment", "StatefulSet", "Job", "Pod"):
+            continue
+        spec = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+        volumes = {v["name"] for v in spec.get("volumes", [])}
+        volumes |= {c["metadata"]["name"] for c in obj["spec"].get("volumeClaimTemplates", [])}
+        missing += [f"{obj['metadata']['name']}/{c['name']}: {m['name']}"
+                    for c in spec.get("initContainers", []) + spec["containers"]
+                    for m in c.get("volumeMounts", []) if m["name"] not in volumes]
+    assert not missing
