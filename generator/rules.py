@@ -102,6 +102,24 @@ def check_connections(values):
     yield from check_connection(values, "nats", "url")
 
 
+def check_dynamo_clients(values):
+    if values["etcd"]["auth"]["existingSecret"] and values["etcd"]["tls"]["enabled"]:
+        yield ("etcd.auth.existingSecret, etcd.tls.enabled: Dynamo 0.9.0's etcd client uses the password and then "
+               "connects without TLS, dropping the client certificate; use one of them: "
+               "--set etcd.auth.existingSecret= or --set etcd.tls.enabled=false")
+    if values["nats"]["embedded"]["enabled"] and values["nats"]["tls"]["enabled"]:
+        yield ("nats.tls.enabled, nats.embedded.enabled: Dynamo 0.9.0 has no NATS TLS client settings, so no worker "
+               "or frontend could connect to an embedded NATS that requires TLS; --set nats.tls.enabled=false")
+
+
+def check_dns(values):
+    w = values["worker"]
+    if w["dnsPolicy"] == "None" and not (w["dnsConfig"] or {}).get("nameservers"):
+        yield ("worker.dnsPolicy, worker.dnsConfig.nameservers: dnsPolicy None takes every DNS setting from dnsConfig, "
+               "and the API server refuses such a pod without a nameserver; set worker.dnsConfig.nameservers, "
+               "e.g. --set worker.dnsConfig.nameservers={10.0.0.10}")
+
+
 def worker_ports(values):
     ports = [("worker.systemPort", values["worker"]["systemPort"]),
              ("kvbm.leaderZmqPubPort", values["kvbm"]["leaderZmqPubPort"]),
@@ -133,10 +151,11 @@ def check_memory(values):
     limit = (values["worker"]["resources"].get("limits") or {}).get("memory")
     if limit is None:
         return
-    needed = values["kvbm"]["cpuCacheGB"] * 10**9 + values["worker"]["memoryHeadroomGi"] * 2**30
+    shm = values["worker"]["shmSize"] or 0
+    needed = values["kvbm"]["cpuCacheGB"] * 10**9 + quantity_bytes(shm) + values["worker"]["memoryHeadroomGi"] * 2**30
     if quantity_bytes(limit) < needed:
         yield (f"worker.resources.limits.memory: {limit} is below the pinned KVBM CPU tier "
-               f"({values['kvbm']['cpuCacheGB']} GB) plus worker.memoryHeadroomGi "
+               f"({values['kvbm']['cpuCacheGB']} GB) plus worker.shmSize ({shm}) plus worker.memoryHeadroomGi "
                f"({values['worker']['memoryHeadroomGi']} GiB); raise it to at least {math.ceil(needed / 2**30)}Gi "
                "or unset it to derive it")
 
@@ -149,8 +168,8 @@ def check_hooks_image(values):
                "or name the registry in hooks.image.repository")
 
 
-RULES = [check_hooks_image, check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections, check_ports,
-         check_startup, check_memory]
+RULES = [check_hooks_image, check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections,
+         check_dynamo_clients, check_dns, check_ports, check_startup, check_memory]
 
 
 def problems(values):

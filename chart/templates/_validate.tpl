@@ -4,7 +4,7 @@ environments in values/. Every problem is collected, then one fail reports them 
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "ports" "startup" "memory" }}
+{{- range $rule := list "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "ports" "startup" "memory" }}
 {{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
 {{- if $out }}
 {{- $messages = concat $messages (splitList "\n" $out | compact) }}
@@ -97,6 +97,24 @@ One of etcd/NATS. Context: (dict "name" "etcd" "explicitKey" "endpoints" "values
 {{ include "dynamo-offloading.validate.connection" (dict "name" "nats" "explicitKey" "url" "values" .Values.nats) }}
 {{- end }}
 
+{{/*
+Settings the schema accepts but Dynamo 0.9.0's etcd and NATS clients cannot use.
+*/}}
+{{- define "dynamo-offloading.validateValues.dynamoClients" -}}
+{{- if and .Values.etcd.auth.existingSecret .Values.etcd.tls.enabled }}
+etcd.auth.existingSecret, etcd.tls.enabled: Dynamo 0.9.0's etcd client uses the password and then connects without TLS, dropping the client certificate; use one of them: --set etcd.auth.existingSecret= or --set etcd.tls.enabled=false
+{{- end }}
+{{- if and .Values.nats.embedded.enabled .Values.nats.tls.enabled }}
+nats.tls.enabled, nats.embedded.enabled: Dynamo 0.9.0 has no NATS TLS client settings, so no worker or frontend could connect to an embedded NATS that requires TLS; --set nats.tls.enabled=false
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.dns" -}}
+{{- if and (eq .Values.worker.dnsPolicy "None") (not (.Values.worker.dnsConfig | default dict).nameservers) }}
+worker.dnsPolicy, worker.dnsConfig.nameservers: dnsPolicy None takes every DNS setting from dnsConfig, and the API server refuses such a pod without a nameserver; set worker.dnsConfig.nameservers, e.g. --set worker.dnsConfig.nameservers={10.0.0.10}
+{{- end }}
+{{- end }}
+
 {{- define "dynamo-offloading.validateValues.ports" -}}
 {{- $ports := list (list "worker.systemPort" .Values.worker.systemPort) (list "kvbm.leaderZmqPubPort" .Values.kvbm.leaderZmqPubPort) (list "kvbm.leaderZmqAckPort" .Values.kvbm.leaderZmqAckPort) }}
 {{- if .Values.kvbm.metrics.enabled }}
@@ -125,29 +143,14 @@ kvbm.leaderWorkerInitTimeoutSeconds: {{ $timeout }} s is less than the estimated
 {{- end }}
 {{- end }}
 
-{{/*
-Bytes of a Kubernetes quantity (64Gi, 500M, 1e9), as a float.
-*/}}
-{{- define "dynamo-offloading.validate.quantityBytes" -}}
-{{- $q := toString . }}
-{{- $number := regexFind "^[0-9.]+" $q | float64 }}
-{{- $suffix := trimPrefix (regexFind "^[0-9.]+" $q) $q }}
-{{- $factors := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 "m" 0.001 }}
-{{- if hasPrefix "e" $suffix }}
-{{- range until (trimPrefix "e" $suffix | int) }}{{ $number = mulf $number 10.0 }}{{ end }}
-{{- $number }}
-{{- else }}
-{{- mulf $number (get $factors $suffix | float64) }}
-{{- end }}
-{{- end }}
-
 {{- define "dynamo-offloading.validateValues.memory" -}}
 {{- $limits := .Values.worker.resources.limits | default dict }}
 {{- if hasKey $limits "memory" }}
 {{- $cpu := include "dynamo-offloading.kvbm.gb" .Values.kvbm.cpuCacheGB | float64 }}
-{{- $needed := addf (mulf $cpu 1e9) (mulf (float64 .Values.worker.memoryHeadroomGi) 1073741824.0) }}
-{{- if lt (include "dynamo-offloading.validate.quantityBytes" $limits.memory | float64) $needed }}
-worker.resources.limits.memory: {{ $limits.memory }} is below the pinned KVBM CPU tier ({{ .Values.kvbm.cpuCacheGB }} GB) plus worker.memoryHeadroomGi ({{ .Values.worker.memoryHeadroomGi }} GiB); raise it to at least {{ ceil (divf $needed 1073741824.0) | int }}Gi or unset it to derive it
+{{- $shm := include "dynamo-offloading.quantityBytes" (.Values.worker.shmSize | default 0) | float64 }}
+{{- $needed := addf (mulf $cpu 1e9) $shm (mulf (float64 .Values.worker.memoryHeadroomGi) 1073741824.0) }}
+{{- if lt (include "dynamo-offloading.quantityBytes" $limits.memory | float64) $needed }}
+worker.resources.limits.memory: {{ $limits.memory }} is below the pinned KVBM CPU tier ({{ .Values.kvbm.cpuCacheGB }} GB) plus worker.shmSize ({{ .Values.worker.shmSize | default 0 }}) plus worker.memoryHeadroomGi ({{ .Values.worker.memoryHeadroomGi }} GiB); raise it to at least {{ ceil (divf $needed 1073741824.0) | int }}Gi or unset it to derive it
 {{- end }}
 {{- end }}
 {{- end }}

@@ -13,6 +13,18 @@ Where the node's Hugging Face cache (HF_HOME) is mounted in the worker: the same
 {{- .Values.worker.model.cacheHostPath | trimSuffix "/" }}
 {{- end }}
 
+{{/*
+The worker's network and DNS, shared by the pods that must stand where it stands (the pre-install Job).
+*/}}
+{{- define "dynamo-offloading.worker.network" -}}
+hostNetwork: {{ .Values.worker.hostNetwork }}
+dnsPolicy: {{ .Values.worker.dnsPolicy }}
+{{- with .Values.worker.dnsConfig }}
+dnsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
 {{- define "dynamo-offloading.worker.servedModelName" -}}
 {{- .Values.worker.model.servedModelName | default .Values.worker.model.repoId }}
 {{- end }}
@@ -30,15 +42,26 @@ TRT-LLM engine config: the seed's engine settings, the KVBM connector, then extr
 {{- end }}
 
 {{/*
-Worker resources: GPUs, and a memory limit that leaves room for the pinned CPU tier unless
-the values set one.
+The worker's /dev/shm in GiB, rounded up: a memory volume, charged to the pod's memory.
+*/}}
+{{- define "dynamo-offloading.worker.shmGi" -}}
+{{- if .Values.worker.shmSize }}
+{{- ceil (divf (include "dynamo-offloading.quantityBytes" .Values.worker.shmSize | float64) 1073741824.0) | int }}
+{{- else -}}
+0
+{{- end }}
+{{- end }}
+
+{{/*
+Worker resources: GPUs, and a memory limit that leaves room for the pinned CPU tier and /dev/shm
+unless the values set one.
 */}}
 {{- define "dynamo-offloading.worker.resources" -}}
 {{- $res := deepCopy .Values.worker.resources }}
 {{- $limits := $res.limits | default (dict) }}
 {{- $requests := $res.requests | default (dict) }}
 {{- if not (hasKey $limits "memory") }}
-{{- $memory := printf "%dGi" (add (include "dynamo-offloading.kvbm.cpuTierGi" . | int) (int .Values.worker.memoryHeadroomGi)) }}
+{{- $memory := printf "%dGi" (add (include "dynamo-offloading.kvbm.cpuTierGi" . | int) (include "dynamo-offloading.worker.shmGi" . | int) (int .Values.worker.memoryHeadroomGi)) }}
 {{- $_ := set $limits "memory" $memory }}
 {{- if not (hasKey $requests "memory") }}
 {{- $_ := set $requests "memory" $memory }}
@@ -51,9 +74,9 @@ the values set one.
 {{- end }}
 
 {{/*
-The worker's liveness. With the disk tier on 3FS it also fails when the mount under the cache
-dir is dead (stat fails) or replaced (another device than at start): KVBM's open cache file is
-then unusable and only a restart recovers.
+The worker's liveness. With the disk tier on 3FS it also fails when the mountpoint is no longer a
+live fuse.hf3fs mount (the sidecar probe's own test) or holds another mount than at start: KVBM's
+open cache file is then unusable and only a restart recovers.
 */}}
 {{- define "dynamo-offloading.worker.livenessProbe" -}}
 {{- if include "dynamo-offloading.kvbm.diskOnThreefs" . }}
@@ -63,7 +86,8 @@ exec:
     - /bin/sh
     - -c
     - >-
-      [ "$(stat -c %d {{ $mp | quote }})" = "$(cat /run/dynamo-offloading/mount-device)" ]
+      { {{ include "dynamo-offloading.threefs.mountIsLive" . }}
+      && [ "$(stat -c %d {{ $mp | quote }})" = "$(cat /run/dynamo-offloading/mount-device)" ]; }
       || { echo "3FS mount {{ $mp }} is dead or was replaced"; exit 1; };
       curl -fsS -m 5 -o /dev/null http://127.0.0.1:{{ .Values.worker.systemPort }}/live
 {{- else -}}
@@ -82,12 +106,33 @@ with the container's args.
 {{- define "dynamo-offloading.worker.startScript" -}}
 . /run/dynamo-offloading/worker.env
 {{- if include "dynamo-offloading.kvbm.diskOnThreefs" . }}
+{{ include "dynamo-offloading.worker.waitForMount" . }}
 stat -c %d {{ include "dynamo-offloading.threefs.mountpoint" . | quote }} > /run/dynamo-offloading/mount-device
 {{- end }}
 {{- if include "dynamo-offloading.kvbm.tierOn" .Values.kvbm.diskCacheGB }}
 {{ include "dynamo-offloading.kvbm.prepareDiskDir" . }}
 {{- end }}
 exec python3 -m dynamo.trtllm --model-path="$MODEL_PATH" "$@"
+{{- end }}
+
+{{/*
+Shell lines that hold the start until the mountpoint is a live fuse.hf3fs mount, for as long as the
+sidecar may take to mount: after a sidecar restart the kubelet restarts the worker at once, and a start
+on the bare staging directory would write the disk tier onto the node.
+*/}}
+{{- define "dynamo-offloading.worker.waitForMount" -}}
+{{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
+{{- $wait := int .Values.threefs.fuse.mountTimeoutSeconds -}}
+waited=0
+until {{ include "dynamo-offloading.threefs.mountIsLive" . }}; do
+  if [ "$waited" -ge {{ $wait }} ]; then
+    echo "3FS is not mounted at {{ $mp }} after {{ $wait }} s; not starting on the node's disk" >&2
+    exit 1
+  fi
+  [ "$waited" -gt 0 ] || echo "waiting for the 3FS mount at {{ $mp }}"
+  sleep 1
+  waited=$((waited + 1))
+done
 {{- end }}
 
 {{/*

@@ -76,12 +76,18 @@ def cmd_check_mgmtd(args):
 
 
 def cmd_resolve_endpoints(args):
-    namespace, name, _ = connections.parse_service(args.service, 0)
+    namespace, name, port = connections.parse_service(args.service, 0)
     try:
-        found = endpoints.resolve_service(kube.api_client(), namespace, name, args.port_name, args.timeout)
+        found = endpoints.resolve_service(kube.api_client(), namespace, name, args.port_name, args.timeout,
+                                          port_number=port or None)
     except KubeError as err:
         return fail(f"{err.peer}: {err.message}")
-    print(json.dumps({"service": f"{namespace}/{name}", "addresses": found}) if args.json else ",".join(found))
+    if args.json:
+        print(json.dumps({"service": f"{namespace}/{name}", "addresses": found.addresses, "note": found.note}))
+        return 0
+    if found.note:
+        print(found.note, file=sys.stderr)
+    print(",".join(found.addresses))
     return 0
 
 
@@ -213,7 +219,8 @@ def build_parser():
     p.set_defaults(func=cmd_check_mgmtd)
 
     p = sub.add_parser("resolve-endpoints", help="a Service's EndpointSlices -> IP:PORT of its serving pods")
-    p.add_argument("--service", required=True, metavar="NAMESPACE/NAME")
+    p.add_argument("--service", required=True, metavar="NAMESPACE/NAME[:PORT]",
+                   help="with PORT, a Service without a port of that name is read on the port of that number")
     p.add_argument("--port-name", default="client")
     add_common(p)
     p.set_defaults(func=cmd_resolve_endpoints)

@@ -8,6 +8,7 @@ Service's DNS name.
 import dataclasses
 import functools
 import os
+import typing
 
 from dynamo_hooks import endpoints, etcd, nats, tls
 from dynamo_hooks.kube import KubeError
@@ -15,6 +16,8 @@ from dynamo_hooks.report import ERROR, WARNING, Finding, Report
 
 CHECK_MODES = ("required", "warn", "off")
 RECORD_KEYS = {"etcd": "ETCD_ENDPOINTS", "nats": "NATS_SERVER"}
+# The client port's name in the common charts' Services (Bitnami's etcd; the NATS project's own NATS).
+DEFAULT_PORT_NAMES = {"etcd": "client", "nats": "nats"}
 
 
 @dataclasses.dataclass
@@ -50,6 +53,13 @@ class Connection:
         return f"{name}.{namespace}.svc:{port}"
 
 
+class Found(typing.NamedTuple):
+    """Where a connection's addresses came from: explicit, endpointslices, dns, record, values or none."""
+    urls: list
+    source: str
+    note: str = ""  # how they were found, when the user should know (a port taken by its number)
+
+
 def add_arguments(parser, name):
     """--<name>-endpoints|url, --<name>-service, --<name>-port-name, --<name>-embedded, --<name>-check, TLS."""
     group = parser.add_argument_group(name)
@@ -58,7 +68,8 @@ def add_arguments(parser, name):
                        help="explicit addresses, comma-separated; skips resolution")
     group.add_argument(f"--{name}-service", default="", metavar="NAMESPACE/NAME[:PORT]",
                        help="the Service to resolve to ready pod IPs")
-    group.add_argument(f"--{name}-port-name", default="client", help="name of the client port in the Service")
+    group.add_argument(f"--{name}-port-name", default=DEFAULT_PORT_NAMES[name],
+                       help="name of the client port in the Service; without it, the port's number")
     group.add_argument(f"--{name}-embedded", action="store_true",
                        help="the chart's own server: created after pre-install hooks, so not checked by them")
     group.add_argument(f"--{name}-check", choices=CHECK_MODES, default="required")
@@ -101,19 +112,19 @@ def from_args(args, name):
 
 
 def addresses(conn, api, resolve, timeout):
-    """(addresses as URLs, source). `api` is only used when `resolve` (a hostNetwork worker) is set;
-    a KubeError from it, or its absence, propagates for the caller to fall back."""
+    """Found addresses as URLs. `api` is only used when `resolve` (a hostNetwork worker) is set; a KubeError
+    from it, or its absence, propagates for the caller to fall back."""
     if conn.explicit:
-        return [conn.url(a) for a in conn.explicit], "explicit"
+        return Found([conn.url(a) for a in conn.explicit], "explicit")
     if conn.service is None:
-        return [], "none"
+        return Found([], "none")
     if resolve:
         if api is None:
             raise KubeError("kubernetes-api", "unreachable", "unreachable: no Kubernetes API client")
-        namespace, name, port_name, _ = conn.service
-        return [conn.url(a) for a in endpoints.resolve_service(api, namespace, name, port_name, timeout)], \
-            "endpointslices"
-    return [conn.url(conn.dns_address())], "dns"
+        namespace, name, port_name, port = conn.service
+        resolved = endpoints.resolve_service(api, namespace, name, port_name, timeout, port_number=port)
+        return Found([conn.url(a) for a in resolved.addresses], "endpointslices", resolved.note)
+    return Found([conn.url(conn.dns_address())], "dns")
 
 
 def env_value(conn, urls):

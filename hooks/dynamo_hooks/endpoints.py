@@ -7,12 +7,18 @@ follows the pod's readiness. Per the EndpointConditions API, a nil serving or re
 terminating means false; when serving is absent (older controllers), ready stands in for it."""
 
 import ipaddress
+import typing
 
 from kubernetes import client
 
 from dynamo_hooks.kube import NO_PORT, NO_READY_ENDPOINTS, KubeError, api_errors
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class Resolved(typing.NamedTuple):
+    addresses: list  # sorted unique "IP:PORT"
+    note: str = ""  # how the port was chosen when it was not by its name
 
 
 def is_serving(conditions):
@@ -37,12 +43,14 @@ def _port_label(name):
     return repr(name) if name else '"" (unnamed)'
 
 
-def resolve_service(api, namespace, service, port_name, timeout):
-    """Sorted unique "IP:PORT" of the serving pods of Service `namespace`/`service`, on its port named
-    `port_name`. `api` is a kubernetes ApiClient; each of the two API calls is bounded by `timeout` seconds.
+def resolve_service(api, namespace, service, port_name, timeout, port_number=None):
+    """The serving pods of Service `namespace`/`service` as Resolved addresses "IP:PORT", on its port named
+    `port_name`; when no port has that name (charts name NATS's client port nats, tcp-client or client),
+    on the port numbered `port_number`, saying so in the note. `api` is a kubernetes ApiClient; each of the
+    two API calls is bounded by `timeout` seconds.
 
     Raises KubeError with reason not-found (no such Service), forbidden, timeout, unreachable, api-error,
-    no-port (no EndpointSlice has a port of that name) or no-ready-endpoints."""
+    no-port (no EndpointSlice has a port of that name or number) or no-ready-endpoints."""
     peer = f"{namespace}/{service}"
     common = dict(peer=peer, namespace=namespace, api=api, timeout=timeout)
     with api_errors(verb="get", resource="services", kind="Service", name=service, **common):
@@ -51,6 +59,11 @@ def resolve_service(api, namespace, service, port_name, timeout):
         slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
             namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}", _request_timeout=timeout).items or []
 
+    all_ports = [p for endpoint_slice in slices for p in endpoint_slice.ports or []]
+    by_number = bool(port_number) and not any((p.name or "") == port_name for p in all_ports) \
+        and any(p.port == port_number for p in all_ports)
+    note = f"Service {peer} has no port named {port_name!r}; used port {port_number}" if by_number else ""
+
     found, ports_seen = set(), set()
     port_found = False
     not_serving = terminating = other_families = total = 0
@@ -58,7 +71,8 @@ def resolve_service(api, namespace, service, port_name, timeout):
         endpoints = endpoint_slice.endpoints or []
         ports = endpoint_slice.ports or []
         ports_seen.update(p.name or "" for p in ports)
-        matching = [p.port for p in ports if (p.name or "") == port_name and p.port]
+        matching = [p.port for p in ports if p.port and (p.port == port_number if by_number
+                                                         else (p.name or "") == port_name)]
         if not matching:
             continue
         port_found = True
@@ -77,11 +91,12 @@ def resolve_service(api, namespace, service, port_name, timeout):
             found.update(f"{address}:{matching[0]}" for address in endpoint.addresses or [] if _ipv4(address))
 
     if found:
-        return sorted(found)
+        return Resolved(sorted(found), note)
     if not port_found and ports_seen:
         seen = ", ".join(_port_label(n) for n in sorted(ports_seen))
-        raise KubeError(peer, NO_PORT, f"Service {peer} has no port named {port_name!r} in its EndpointSlices "
-                                       f"(ports seen: {seen})")
+        number = f" or numbered {port_number}" if port_number else ""
+        raise KubeError(peer, NO_PORT, f"Service {peer} has no port named {port_name!r}{number} in its "
+                                       f"EndpointSlices (ports seen: {seen})")
     why = []
     if not_serving:
         why.append(f"{not_serving} not ready")

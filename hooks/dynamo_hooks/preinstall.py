@@ -33,16 +33,20 @@ def verify_connection(plan, api, conn):
         return skipped(conn, f"the chart's embedded {conn.name} is created after this hook; "
                              "the worker's init container waits for it"), None
     try:
-        urls, source = connections.addresses(conn, api, plan.resolve, plan.timeout)
+        found = connections.addresses(conn, api, plan.resolve, plan.timeout)
     except KubeError as err:
         return connections.soften(connections.failed_report(conn, err), conn.check), None
-    if not urls:
+    if not found.urls:
         return connections.soften(connections.failed_report(conn, f"no {conn.name} address configured"),
                                   conn.check), None
-    recorded = urls if source == "endpointslices" else None
+    recorded = found.urls if found.source == "endpointslices" else None
     if conn.check == "off":
-        return skipped(conn, f"check off; {source} addresses {','.join(urls)}"), recorded
-    return connections.soften(connections.check(conn, urls, plan.timeout), conn.check), recorded
+        report = skipped(conn, f"check off; {found.source} addresses {','.join(found.urls)}")
+    else:
+        report = connections.soften(connections.check(conn, found.urls, plan.timeout), conn.check)
+    if found.note:
+        report.findings.append(Finding(conn.peer, OK, "port-by-number", found.note))
+    return report, recorded
 
 
 def verify_mgmtd(plan):

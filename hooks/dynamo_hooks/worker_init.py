@@ -15,6 +15,7 @@ from dynamo_hooks import connections, model_path, record
 from dynamo_hooks.kube import KubeError
 
 RETRY_SECONDS = 2
+VALUES = connections.Found([], "values")  # no address found: the worker keeps the values it was given
 
 
 @dataclasses.dataclass
@@ -42,7 +43,7 @@ def recorded(record_dir, conn):
 
 
 def find_addresses(plan, api, conn, log):
-    """(URLs, source). Resolution first; when the API cannot be read, the record, then explicit values."""
+    """connections.Found: resolution first; when the API cannot be read, the record, then explicit values."""
     try:
         return connections.addresses(conn, api, plan.resolve, plan.timeout)
     except KubeError as err:
@@ -50,33 +51,33 @@ def find_addresses(plan, api, conn, log):
             raise
         log(f"{conn.name}: cannot resolve {conn.peer} ({err.message}); falling back")
     urls = recorded(plan.record_dir, conn)
-    return (urls, "record") if urls else ([], "values")
+    return connections.Found(urls, "record") if urls else VALUES
 
 
 def wait_for(plan, api, conn, log):
-    """(URLs, source) of `conn` once its check passes; ([], "values") leaves the worker's own values.
+    """connections.Found for `conn` once its check passes; VALUES leaves the worker's own values.
     An off check is not waited for; after wait_seconds a warn check starts anyway and a required one
     raises TimeoutError with the last failure."""
     deadline = time.monotonic() + plan.wait_seconds
     while True:
         try:
-            urls, source = find_addresses(plan, api, conn, log)
+            found = find_addresses(plan, api, conn, log)
         except KubeError as err:  # the API answered, but gave no usable address (yet)
-            urls, source, why = [], "values", connections.failed_report(conn, err).summary()
+            found, why = VALUES, connections.failed_report(conn, err).summary()
         else:
-            if not urls or conn.check == "off":
-                return urls, source
-            report = connections.check(conn, urls, plan.timeout)
+            if not found.urls or conn.check == "off":
+                return found
+            report = connections.check(conn, found.urls, plan.timeout)
             if report.ok:
-                return urls, source
+                return found
             why = report.summary()
         if conn.check == "off":
             log(f"{why}; the check is off: starting with the worker's values")
-            return [], "values"
+            return VALUES
         remaining = deadline - time.monotonic()
         if remaining <= 0 and conn.check == "warn":
             log(f"warning: {why} (waited {plan.wait_seconds:.0f} s); starting anyway")
-            return urls, source
+            return found
         if remaining <= 0:
             raise TimeoutError(f"{why} (waited {plan.wait_seconds:.0f} s)")
         log(f"waiting: {why}")
@@ -98,13 +99,14 @@ def handoff(plan, api, log):
     """{variable: value} for the worker: ETCD_ENDPOINTS, NATS_SERVER (when found) and MODEL_PATH."""
     env, resolved = {}, {}
     for conn in (plan.etcd, plan.nats):
-        urls, source = wait_for(plan, api, conn, log)
+        found = wait_for(plan, api, conn, log)
         key = connections.RECORD_KEYS[conn.name]
-        if urls:
-            env[key] = connections.env_value(conn, urls)
-        if source == "endpointslices":
+        if found.urls:
+            env[key] = connections.env_value(conn, found.urls)
+        if found.source == "endpointslices":
             resolved[key] = env[key]
-        log(f"{conn.name}: {','.join(urls) or 'the values given to the worker'} ({source})")
+        note = f"; {found.note}" if found.note else ""
+        log(f"{conn.name}: {','.join(found.urls) or 'the values given to the worker'} ({found.source}{note})")
     if resolved and plan.record_name:
         record_resolved(plan, api, resolved, log)
     if plan.model_repo:

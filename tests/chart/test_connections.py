@@ -4,10 +4,10 @@ from tests.helm import container, env_of, environment_values, find, one, pod_spe
 
 IPOIB = environment_values("ipoib")
 STANDALONE = environment_values("standalone")
-SECURED = {
-    "etcd": {"auth": {"existingSecret": "etcd-creds"}, "tls": {"enabled": True, "existingSecret": "etcd-certs"}},
-    "nats": {"auth": {"existingSecret": "nats-creds"}, "tls": {"enabled": True, "existingSecret": "nats-certs"}},
-}
+# Dynamo 0.9.0's etcd client takes a password or a client certificate, not both (a rule refuses both).
+ETCD_PASSWORD = {"etcd": {"auth": {"existingSecret": "etcd-creds"}}}
+ETCD_TLS = {"etcd": {"tls": {"enabled": True, "existingSecret": "etcd-certs"}}}
+NATS_SECURED = {"nats": {"auth": {"existingSecret": "nats-creds"}, "tls": {"enabled": True, "existingSecret": "nats-certs"}}}
 
 
 def workload_env(objects, kind, component, name):
@@ -38,31 +38,35 @@ def test_embedded_nats_runs_jetstream():
 
 
 def test_credentials_and_certificates_come_from_secrets():
-    objects = render(IPOIB, SECURED)
+    with_password = render(IPOIB, ETCD_PASSWORD, NATS_SECURED)
+    with_certificate = render(IPOIB, ETCD_TLS)
     for kind, component, name in (("Deployment", "frontend", "frontend"), ("StatefulSet", "worker", "worker")):
-        env = workload_env(objects, kind, component, name)
+        env = workload_env(with_password, kind, component, name)
         assert env["ETCD_AUTH_USERNAME"] == {"secretKeyRef": {"name": "etcd-creds", "key": "username"}}
         assert env["ETCD_AUTH_PASSWORD"] == {"secretKeyRef": {"name": "etcd-creds", "key": "password"}}
+        assert env["NATS_AUTH_USERNAME"] == {"secretKeyRef": {"name": "nats-creds", "key": "username"}}
+        assert env["NATS_TLS_CA_CERT_PATH"] == "/etc/dynamo/nats-tls/ca.crt"
+        volumes = {v["name"]: v for v in pod_spec(one(with_password, kind, component))["volumes"]}
+        assert volumes["nats-tls"]["secret"]["secretName"] == "nats-certs"
+        env = workload_env(with_certificate, kind, component, name)
         # PEM content, as Dynamo's etcd client reads it, not file paths.
         assert env["ETCD_AUTH_CA"] == {"secretKeyRef": {"name": "etcd-certs", "key": "ca.crt"}}
         assert env["ETCD_AUTH_CLIENT_CERT"] == {"secretKeyRef": {"name": "etcd-certs", "key": "tls.crt"}}
         assert env["ETCD_AUTH_CLIENT_KEY"] == {"secretKeyRef": {"name": "etcd-certs", "key": "tls.key"}}
-        assert env["NATS_AUTH_USERNAME"] == {"secretKeyRef": {"name": "nats-creds", "key": "username"}}
-        assert env["NATS_TLS_CA_CERT_PATH"] == "/etc/dynamo/nats-tls/ca.crt"
-        volumes = {v["name"]: v for v in pod_spec(one(objects, kind, component))["volumes"]}
-        assert volumes["nats-tls"]["secret"]["secretName"] == "nats-certs"
-    frontend = workload_env(objects, "Deployment", "frontend", "frontend")
-    assert frontend["ETCD_ENDPOINTS"] == "https://etcd-headless.baseten.svc:2379"
+    assert workload_env(with_certificate, "Deployment", "frontend", "frontend")["ETCD_ENDPOINTS"] == \
+        "https://etcd-headless.baseten.svc:2379"
+    frontend = workload_env(with_password, "Deployment", "frontend", "frontend")
+    assert frontend["ETCD_ENDPOINTS"] == "http://etcd-headless.baseten.svc:2379"
     assert frontend["NATS_SERVER"] == "nats://nats-headless.baseten.svc:4222"  # Dynamo rejects other schemes
-    assert "etcd-creds" not in str([s for s in find(objects, "Secret")])
+    assert "etcd-creds" not in str([s for s in find(with_password, "Secret")])
 
 
 def test_embedded_servers_use_the_secrets_too():
-    objects = render(STANDALONE, SECURED)
+    objects = render(STANDALONE, ETCD_TLS, {"nats": {"auth": {"existingSecret": "nats-creds"}}})
     etcd_args = container(one(objects, "StatefulSet", "etcd"), "etcd")["args"]
     assert "--client-cert-auth" in etcd_args and "--cert-file=/etc/etcd/tls/tls.crt" in etcd_args
     conf = one(objects, "ConfigMap", "nats")["data"]["nats.conf"]
-    assert "user: $NATS_USER" in conf and "ca_file: /etc/nats/tls/ca.crt" in conf
+    assert "user: $NATS_USER" in conf
     nats_env = env_of(container(one(objects, "StatefulSet", "nats"), "nats"))
     assert nats_env["NATS_PASSWORD"] == {"secretKeyRef": {"name": "nats-creds", "key": "password"}}
 

@@ -182,13 +182,17 @@ def test_hooks_image_defaults_to_the_chart_version():
 
 
 def test_tls_and_credentials_reach_the_checks():
-    values = {"etcd": {"auth": {"existingSecret": "etcd-creds"},
-                       "tls": {"enabled": True, "existingSecret": "etcd-tls"}},
-              "nats": {"tls": {"enabled": True, "existingSecret": "nats-tls"}}}
-    job = one(render(IPOIB, values), "Job", "pre-install")
-    c = container(job, "pre-install")
-    env = {e["name"]: e.get("valueFrom", e.get("value")) for e in c["env"]}
+    nats_tls = {"nats": {"tls": {"enabled": True, "existingSecret": "nats-tls"}}}
+    password = {"etcd": {"auth": {"existingSecret": "etcd-creds"}}}
+    certificate = {"etcd": {"tls": {"enabled": True, "existingSecret": "etcd-tls"}}}
+
+    def env_of_job(*values):
+        c = container(one(render(IPOIB, *values), "Job", "pre-install"), "pre-install")
+        return c, {e["name"]: e.get("valueFrom", e.get("value")) for e in c["env"]}
+
+    _, env = env_of_job(password)
     assert env["ETCD_AUTH_PASSWORD"] == {"secretKeyRef": {"name": "etcd-creds", "key": "password"}}
+    c, env = env_of_job(certificate, nats_tls)
     assert env["ETCD_AUTH_CA"] == {"secretKeyRef": {"name": "etcd-tls", "key": "ca.crt"}}
     assert env["NATS_TLS_CA_CERT_PATH"] == "/etc/dynamo/nats-tls/ca.crt"
     assert {"--nats-cert=/etc/dynamo/nats-tls/tls.crt", "--nats-key=/etc/dynamo/nats-tls/tls.key"} <= set(c["args"])

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tests.helm import container, env_of, environment_values, one, render
+from tests.helm import container, env_of, environment_values, one, pod_spec, render
 
 ON_3FS = environment_values("ipoib")
 LOCAL = environment_values("standalone")
@@ -91,11 +91,29 @@ def test_init_timeout_can_be_set():
     assert env["DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS"] == "4000"
 
 
-@pytest.mark.parametrize("cpu_gb,expected_gi", [(20, 19 + 32), (100, 94 + 32), (0, 32), (1.5, 2 + 32)])
-def test_memory_limit_leaves_room_for_the_pinned_cpu_tier(cpu_gb, expected_gi):
-    resources = worker_container(ON_3FS, {"kvbm": {"cpuCacheGB": cpu_gb, "diskCacheGB": 200}})["resources"]
+@pytest.mark.parametrize("cpu_gb,shm,expected_gi", [(20, "8Gi", 19 + 8 + 32), (100, "8Gi", 94 + 8 + 32),
+                                                    (0, "8Gi", 8 + 32), (1.5, "8Gi", 2 + 8 + 32),
+                                                    (20, "", 19 + 32), (20, "20G", 19 + 19 + 32)])
+def test_memory_limit_leaves_room_for_the_pinned_cpu_tier_and_shm(cpu_gb, shm, expected_gi):
+    """/dev/shm is a memory volume: its pages are charged to the pod, like the pinned CPU tier."""
+    resources = worker_container(ON_3FS, {"kvbm": {"cpuCacheGB": cpu_gb, "diskCacheGB": 200},
+                                          "worker": {"shmSize": shm}})["resources"]
     assert resources["limits"]["memory"] == f"{expected_gi}Gi"
-    assert expected_gi * 2**30 >= cpu_gb * 10**9 + 32 * 2**30
+    shm_bytes = {"8Gi": 8 * 2**30, "": 0, "20G": 20 * 10**9}[shm]
+    assert expected_gi * 2**30 >= cpu_gb * 10**9 + shm_bytes + 32 * 2**30
+
+
+@pytest.mark.parametrize("shm", ["8Gi", "16Gi", ""])
+def test_dev_shm_is_a_sized_memory_volume(shm):
+    objects = render(ON_3FS, {"worker": {"shmSize": shm}})
+    worker = one(objects, "StatefulSet", "worker")
+    mounts = {m["name"]: m["mountPath"] for m in container(worker, "worker")["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(worker)["volumes"]}
+    if shm:
+        assert mounts["shm"] == "/dev/shm"
+        assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": shm}
+    else:  # the runtime's own 64Mi
+        assert "shm" not in mounts and "shm" not in volumes
 
 
 def test_an_explicit_memory_limit_wins():

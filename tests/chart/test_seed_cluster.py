@@ -80,7 +80,7 @@ def test_worker_resolves_the_seed_services_to_pod_ips(worker):
     args = container(worker, "resolve")["args"]
     assert args[0] == "worker-init"
     assert {"--resolve", "--etcd-service=baseten/etcd-headless:2379", "--etcd-port-name=client",
-            "--nats-service=baseten/nats-headless:4222", "--nats-port-name=client"} <= set(args)
+            "--nats-service=baseten/nats-headless:4222", "--nats-port-name=nats"} <= set(args)
     script = container(worker, "worker")["command"][2]
     assert script.startswith(". /run/dynamo-offloading/worker.env\n")
 

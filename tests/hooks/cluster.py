@@ -27,13 +27,15 @@ def dead_url():
     return f"http://127.0.0.1:{free_port()}"
 
 
-def publish(fake, namespace, name, port, ready_ips=("127.0.0.1",), not_ready_ips=()):
+def publish(fake, namespace, name, port, ready_ips=("127.0.0.1",), not_ready_ips=(), port_name=None):
     """A headless Service and its EndpointSlice, as the cluster's controllers write them; not-ready pods are
-    published with ready=true but serving=false (publishNotReadyAddresses)."""
-    fake.add_service(service(namespace, name, ports=(("client", port),), publish_not_ready=bool(not_ready_ips)))
+    published with ready=true but serving=false (publishNotReadyAddresses). The client port is named as the
+    common charts name it: nats for a NATS Service, client for etcd."""
+    port_name = port_name or ("nats" if name.startswith("nats") else "client")
+    fake.add_service(service(namespace, name, ports=((port_name, port),), publish_not_ready=bool(not_ready_ips)))
     endpoints = [endpoint(ip, namespace=namespace) for ip in ready_ips]
     endpoints += [endpoint(ip, ready=True, serving=False, namespace=namespace) for ip in not_ready_ips]
-    fake.add_endpoint_slice(endpoint_slice(namespace, name, endpoints, ports=(("client", port),)))
+    fake.add_endpoint_slice(endpoint_slice(namespace, name, endpoints, ports=((port_name, port),)))
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ def test_resolve_endpoints(monkeypatch, tmp_path, capsys):
         assert capsys.readouterr().out.strip() == "10.0.0.1:2379,10.0.0.2:2379"
         assert cli.main(["resolve-endpoints", "--service=baseten/etcd-headless", "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == {"service": "baseten/etcd-headless",
-                                                       "addresses": ["10.0.0.1:2379", "10.0.0.2:2379"]}
+                                                       "addresses": ["10.0.0.1:2379", "10.0.0.2:2379"], "note": ""}
         assert cli.main(["resolve-endpoints", "--service=baseten/nats-headless"]) == 1
         assert capsys.readouterr().err.strip() == "baseten/nats-headless: Service baseten/nats-headless not found"
 

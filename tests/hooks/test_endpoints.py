@@ -26,8 +26,11 @@ def fake():
         yield server
 
 
-def resolve(fake, port_name="client", timeout=3.0, namespace=NS, name=SVC):
-    return resolve_service(fake.api_client(), namespace, name, port_name, timeout)
+def resolve(fake, port_name="client", timeout=3.0, namespace=NS, name=SVC, port_number=None, note=""):
+    """The addresses, after checking the note says how the port was chosen (or nothing)."""
+    resolved = resolve_service(fake.api_client(), namespace, name, port_name, timeout, port_number=port_number)
+    assert resolved.note == note
+    return resolved.addresses
 
 
 def add_slice(fake, endpoints, **kwargs):
@@ -121,6 +124,20 @@ def test_slice_without_the_port_skipped(fake):
     add_slice(fake, [endpoint("10.0.1.5")])
     add_slice(fake, [endpoint("10.0.3.3")], ports=(("metrics", 9090),))
     assert resolve(fake) == ["10.0.1.5:2379"]
+    assert resolve(fake, port_number=9090) == ["10.0.1.5:2379"]  # the name wins over the number
+
+
+def test_port_taken_by_number_when_no_port_has_the_name(fake):
+    """The NATS project's chart names its client port nats, Bitnami's tcp-client: a name that is not there
+    falls back to the Service's port number, and the result says so."""
+    add_slice(fake, [endpoint("10.0.1.5"), endpoint("10.0.1.6", serving=False)], ports=(("tcp-client", 4222),
+                                                                                      ("monitor", 8222)))
+    assert resolve(fake, port_name="nats", port_number=4222,
+                   note=f"Service {NS}/{SVC} has no port named 'nats'; used port 4222") == ["10.0.1.5:4222"]
+    err = error_of(fake, port_name="nats", port_number=4223)
+    assert err.reason == "no-port"
+    assert err.message == (f"Service {NS}/{SVC} has no port named 'nats' or numbered 4223 in its EndpointSlices "
+                           "(ports seen: 'monitor', 'tcp-client')")
 
 
 def test_ipv6_only(fake):
