@@ -7,7 +7,8 @@ STANDALONE = environment_values("standalone")
 # Dynamo 0.9.0's etcd client takes a password or a client certificate, not both (a rule refuses both).
 ETCD_PASSWORD = {"etcd": {"auth": {"existingSecret": "etcd-creds"}}}
 ETCD_TLS = {"etcd": {"tls": {"enabled": True, "existingSecret": "etcd-certs"}}}
-NATS_SECURED = {"nats": {"auth": {"existingSecret": "nats-creds"}, "tls": {"enabled": True, "existingSecret": "nats-certs"}}}
+NATS_SECURED = {"nats": {"auth": {"existingSecret": "nats-creds"},
+                         "tls": {"enabled": True, "existingSecret": "nats-certs"}}}
 
 
 def workload_env(objects, kind, component, name):

@@ -98,7 +98,8 @@ MOUNT_VARIANTS = {
     **VARIANTS,
     # An external NATS: the embedded one cannot require TLS from Dynamo 0.9.0 (a rule refuses it).
     "tls-everywhere": {"etcd": {"tls": {"enabled": True, "existingSecret": "etcd-certs"}},
-                       "nats": {"tls": {"enabled": True, "existingSecret": "nats-certs"}, "embedded": {"enabled": False},
+                       "nats": {"tls": {"enabled": True, "existingSecret": "nats-certs"},
+                                "embedded": {"enabled": False},
                                 "service": {"namespace": "baseten", "name": "nats-headless"}},
                        "hooks": {"postDelete": {"nodes": ["gpu-a", "gpu-b"]}}},
 }
