@@ -47,12 +47,13 @@ Extended regex matching the mountinfo lines of mounts at the mountpoint (mount p
 {{- end }}
 
 {{/*
-Shell test that passes only when the mountpoint is a live fuse.hf3fs mount: listed as that
-type in mountinfo and answering stat (a dead FUSE daemon gives ENOTCONN).
+Shell test that passes only when the mountpoint is a live fuse.hf3fs mount: the topmost mount there (the
+last mountinfo line for it: a mount stacked on a dead one hides it) is of that type and answers stat (a
+dead FUSE daemon gives ENOTCONN).
 */}}
 {{- define "dynamo-offloading.threefs.mountIsLive" -}}
 {{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
-grep -Eq '{{ include "dynamo-offloading.threefs.mountinfoPattern" . }}.* - fuse\.hf3fs ' /proc/self/mountinfo && stat {{ $mp | quote }} >/dev/null
+grep -E '{{ include "dynamo-offloading.threefs.mountinfoPattern" . }}' /proc/self/mountinfo | tail -n 1 | grep -q ' - fuse\.hf3fs ' && stat {{ $mp | quote }} >/dev/null
 {{- end }}
 
 {{/*

@@ -99,11 +99,12 @@ httpGet:
 {{- end }}
 
 {{/*
-The worker's start: take the addresses and the model path the init container resolved, record the
-3FS mount's device for the liveness probe, prepare its disk-tier directory, then run dynamo.trtllm
-with the container's args.
+The worker's start: ask the resolve sidecar for fresh addresses and take them with the model path,
+wait for a live 3FS mount and record its device for the liveness probe, prepare the disk-tier
+directory, then run dynamo.trtllm with the container's args.
 */}}
 {{- define "dynamo-offloading.worker.startScript" -}}
+{{ include "dynamo-offloading.worker.requestAddresses" . }}
 . /run/dynamo-offloading/worker.env
 {{- if include "dynamo-offloading.kvbm.diskOnThreefs" . }}
 {{ include "dynamo-offloading.worker.waitForMount" . }}
@@ -113,6 +114,38 @@ stat -c %d {{ include "dynamo-offloading.threefs.mountpoint" . | quote }} > /run
 {{ include "dynamo-offloading.kvbm.prepareDiskDir" . }}
 {{- end }}
 exec python3 -m dynamo.trtllm --model-path="$MODEL_PATH" "$@"
+{{- end }}
+
+{{/*
+Seconds one handoff of the resolve sidecar may take: the wait for etcd and NATS, and a minute for the API
+calls and the model lookup around it.
+*/}}
+{{- define "dynamo-offloading.worker.resolveSeconds" -}}
+{{- add (int .Values.hooks.workerInit.waitSeconds) 60 }}
+{{- end }}
+
+{{/*
+Shell lines that ask the resolve sidecar to resolve etcd and NATS again, since this start may follow a
+restart after their pods moved, and wait for its answer: a failure (a required peer that never answered)
+fails the start; no answer in time starts with the addresses it last resolved.
+*/}}
+{{- define "dynamo-offloading.worker.requestAddresses" -}}
+{{- $wait := include "dynamo-offloading.worker.resolveSeconds" . -}}
+token="$(cat /proc/sys/kernel/random/uuid)"
+echo "$token" > /run/dynamo-offloading/resolve-request
+waited=0
+until grep -qx "# answer: $token" /run/dynamo-offloading/worker.env; do
+  if grep -q "^# failed: $token: " /run/dynamo-offloading/worker.env; then
+    sed -n "s/^# failed: $token: //p" /run/dynamo-offloading/worker.env >&2
+    exit 1
+  fi
+  if [ "$waited" -ge {{ $wait }} ]; then
+    echo "the resolve sidecar did not answer in {{ $wait }} s; starting with the addresses it last resolved" >&2
+    break
+  fi
+  sleep 1
+  waited=$((waited + 1))
+done
 {{- end }}
 
 {{/*
@@ -136,9 +169,11 @@ done
 {{- end }}
 
 {{/*
-The init container that, at every worker start, resolves etcd and NATS again (their pod IPs change
-when their pods restart) and waits for them, finds the model's snapshot in the node's cache, and
-hands both to the worker in /run/dynamo-offloading/worker.env.
+The resolve sidecar (a native sidecar, so it starts before the worker and runs beside it): it resolves
+etcd and NATS (their pod IPs change when their pods restart) and waits for them, finds the model's
+snapshot in the node's cache, and hands both to the worker in /run/dynamo-offloading/worker.env; its
+startup probe holds the worker until then. It does so again for each start of the worker container,
+which writes a request token to /run/dynamo-offloading/resolve-request (worker.requestAddresses).
 */}}
 {{- define "dynamo-offloading.worker.resolveContainer" -}}
 {{- $m := .Values.worker.model -}}
@@ -149,6 +184,12 @@ hands both to the worker in /run/dynamo-offloading/worker.env.
 {{- end -}}
 - name: resolve
   {{- include "dynamo-offloading.hooks.container" (dict "root" $ "peers" true "dns" (not .Values.worker.hostNetwork) "mounts" (toYaml $mounts)) | trim | nindent 2 }}
+  restartPolicy: Always
+  startupProbe:
+    exec:
+      command: [test, -s, /run/dynamo-offloading/worker.env]
+    periodSeconds: 2
+    failureThreshold: {{ divf (include "dynamo-offloading.worker.resolveSeconds" . | int) 2 | ceil | int }}
   args:
     - worker-init
     {{- include "dynamo-offloading.hooks.peerArgs" . | trim | nindent 4 }}
@@ -164,6 +205,7 @@ hands both to the worker in /run/dynamo-offloading/worker.env.
     - --record-name={{ include "dynamo-offloading.hooks.recordName" . }}
     {{- end }}
     - --output=/run/dynamo-offloading/worker.env
+    - --serve=/run/dynamo-offloading/resolve-request
 {{- end }}
 
 {{/*

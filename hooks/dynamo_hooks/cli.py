@@ -14,7 +14,6 @@ from dynamo_hooks import (
     etcd,
     kube,
     mgmtd,
-    model_path,
     mounts,
     nats,
     node_cleanup,
@@ -127,6 +126,17 @@ def needs_api(plan):
     return (plan.resolve and uses_services) or bool(plan.record_name)
 
 
+def worker_api(plan):
+    """A fresh API client for a handoff (the projected token is renewed on disk), or None without one."""
+    if not plan.resolve:
+        return None
+    try:
+        return kube.api_client()
+    except KubeError as err:  # no usable client configuration: resolution falls back as if unreachable
+        log(f"{err.message}; falling back")
+        return None
+
+
 def cmd_worker_init(args):
     plan = worker_init.Plan(
         etcd=connections.from_args(args, "etcd"), nats=connections.from_args(args, "nats"), resolve=args.resolve,
@@ -136,16 +146,14 @@ def cmd_worker_init(args):
         model_repo=args.model_repo, model_revision=args.model_revision, model_snapshot=args.model_snapshot,
     )
     try:
-        api = kube.api_client() if plan.resolve else None
-    except KubeError as err:  # no usable client configuration: resolution falls back as if unreachable
-        log(f"{err.message}; falling back")
-        api = None
-    try:
-        env = worker_init.handoff(plan, api, log)
-    except (TimeoutError, KubeError, model_path.ModelNotFound) as err:
+        env = worker_init.handoff(plan, worker_api(plan), log)
+    except worker_init.HANDOFF_ERRORS as err:
         return fail(getattr(err, "message", None) or str(err))
     worker_init.write_env_file(args.output, env)
     log(f"wrote {args.output}")
+    if args.serve:
+        log(f"serving the worker's requests in {args.serve}")
+        worker_init.serve(plan, lambda: worker_api(plan), args.output, args.serve, env, log)
     return 0
 
 
@@ -246,6 +254,8 @@ def build_parser():
     p.add_argument("--model-revision", default="main", help="ref in the cache's refs/ (default main)")
     p.add_argument("--model-snapshot", default="", help="a snapshot hash, instead of the revision")
     p.add_argument("--output", required=True, help="file of `export NAME=value` lines for the worker")
+    p.add_argument("--serve", default="", metavar="REQUEST_FILE",
+                   help="then keep running: hand over again for each new token the worker writes to this file")
     add_common(p)
     p.set_defaults(func=cmd_worker_init)
 

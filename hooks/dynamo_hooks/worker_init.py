@@ -1,6 +1,10 @@
-"""The worker's init container: resolve etcd and NATS again at every start (their pod IPs change when
-their pods restart), wait for them, find the model's snapshot, and hand the result to the worker as a
-shell file it sources.
+"""The worker's resolve sidecar: resolve etcd and NATS again at every start of the worker container (their
+pod IPs change when their pods restart), wait for them, find the model's snapshot, and hand the result to
+the worker as a shell file it sources.
+
+It hands over once when it starts, before the kubelet starts the worker; then, serving, once more for each
+request the worker's start script writes (a token in a file): init containers run again only when the pod
+is recreated, not when the worker container restarts after its etcd lease was lost.
 
 Addresses fall back, when the Kubernetes API cannot be read, to the last resolved ones (a ConfigMap
 mounted into the pod, which the kubelet serves without the API), then to the values already in the
@@ -13,6 +17,10 @@ import time
 
 from dynamo_hooks import connections, model_path, record
 from dynamo_hooks.kube import KubeError
+
+# What a handoff raises when the worker must not start: a required peer that never answered, an API error
+# that is not a reason to fall back, or no model in the node's cache.
+HANDOFF_ERRORS = (TimeoutError, KubeError, model_path.ModelNotFound)
 
 RETRY_SECONDS = 2
 VALUES = connections.Found([], "values")  # no address found: the worker keeps the values it was given
@@ -116,9 +124,40 @@ def handoff(plan, api, log):
     return env
 
 
-def write_env_file(path, env):
-    """A file of `export NAME=value` lines, written whole so the worker never reads half of it."""
+def write_env_file(path, env, trailer=""):
+    """A file of `export NAME=value` lines (then the trailer, a comment line), written whole so the worker
+    never reads half of it."""
     target = pathlib.Path(path)
     tmp = target.with_suffix(".tmp")
-    tmp.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+    lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    tmp.write_text(lines + (f"{trailer}\n" if trailer else ""))
     tmp.replace(target)
+
+
+def read_request(path):
+    """The token of the worker's latest request, or "" when there is none."""
+    try:
+        return pathlib.Path(path).read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def serve(plan, api_factory, output, request_path, env, log, poll_seconds=0.5, stop=None):
+    """Answer each new request token in `request_path` with a fresh handoff in `output`, ending in the line
+    `# answer: TOKEN`; a handoff that fails keeps the last addresses and ends in `# failed: TOKEN: why`, for
+    the start script to print. `env` is the last handoff. Runs until `stop()` is true (the pod's end)."""
+    answered = ""
+    while not (stop and stop()):
+        token = read_request(request_path)
+        if token and token != answered:
+            answered = token
+            log(f"request {token}: resolving again")
+            try:
+                env = handoff(plan, api_factory(), log)
+            except HANDOFF_ERRORS as err:
+                message = " ".join(str(getattr(err, "message", None) or err).split())
+                log(f"request {token}: {message}")
+                write_env_file(output, env, f"# failed: {token}: {message}")
+            else:
+                write_env_file(output, env, f"# answer: {token}")
+        time.sleep(poll_seconds)

@@ -81,8 +81,14 @@ def test_worker_resolves_the_seed_services_to_pod_ips(worker):
     assert args[0] == "worker-init"
     assert {"--resolve", "--etcd-service=baseten/etcd-headless:2379", "--etcd-port-name=client",
             "--nats-service=baseten/nats-headless:4222", "--nats-port-name=nats"} <= set(args)
+    # A native sidecar that answers each start of the worker container, not an init container that runs
+    # only when the pod is recreated.
+    resolve = container(worker, "resolve")
+    assert resolve["restartPolicy"] == "Always"
+    assert "--serve=/run/dynamo-offloading/resolve-request" in args
     script = container(worker, "worker")["command"][2]
-    assert script.startswith(". /run/dynamo-offloading/worker.env\n")
+    request, source = "> /run/dynamo-offloading/resolve-request", ". /run/dynamo-offloading/worker.env"
+    assert script.index(request) < script.index(source)
 
 
 def test_frontend_reaches_etcd_and_nats_by_dns(objects):
@@ -150,3 +156,13 @@ def test_staging_host_path_and_propagation(worker):
 
 def test_no_namespace_object(objects):
     assert not [o for o in objects if o["kind"] == "Namespace"]
+
+
+@pytest.mark.parametrize("mode", ["round-robin", "random", "kv"])
+def test_workers_publish_kv_events_only_for_the_kv_router(mode):
+    """Dynamo 0.9.0's TRT-LLM worker publishes KV events only with --publish-events-and-metrics
+    (components/src/dynamo/trtllm/main.py); without them the KV router has nothing to route by."""
+    objects = render(environment_values("ipoib"), {"frontend": {"routerMode": mode}})
+    assert f"--router-mode={mode}" in container(one(objects, "Deployment", "frontend"), "frontend")["args"]
+    worker_args = container(one(objects, "StatefulSet", "worker"), "worker")["args"]
+    assert ("--publish-events-and-metrics" in worker_args) == (mode == "kv")

@@ -1,4 +1,5 @@
-"""A tiny real FUSE filesystem for the mount tests: one read-only file, served by fusepy in its own process.
+"""A tiny real FUSE filesystem for the mount tests: one read-only file (and, writable, what is created in
+memory), served by fusepy in its own process.
 
 The test kills that process with SIGKILL to get what a node keeps after a FUSE daemon dies: a mount that
 mountinfo still lists and that answers every stat with "Transport endpoint is not connected"."""
@@ -29,16 +30,18 @@ def mounted_at(path, mountinfo="/proc/self/mountinfo"):
 class FuseServer:
     """The FUSE daemon for one mount point, in a child process; `kill()` leaves the mount stale."""
 
-    def __init__(self, mountpoint, subtype="testfs", fsname="testfs-source"):
+    def __init__(self, mountpoint, subtype="testfs", fsname="testfs-source", writable=False):
         self.mountpoint = str(mountpoint)
         self.subtype = subtype
         self.fsname = fsname
+        self.writable = writable
         self.process = None
 
     def start(self, timeout=10.0):
         os.makedirs(self.mountpoint, exist_ok=True)
         before = mounts_at(self.mountpoint)
-        self.process = subprocess.Popen([sys.executable, __file__, self.mountpoint, self.fsname, self.subtype],
+        self.process = subprocess.Popen([sys.executable, __file__, self.mountpoint, self.fsname, self.subtype,
+                                         "rw" if self.writable else "ro"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while mounts_at(self.mountpoint) == before:
@@ -65,29 +68,53 @@ class FuseServer:
         self.kill()
 
 
-def serve(mountpoint, fsname, subtype):
-    """Runs in the child process: mount `mountpoint` and serve until killed."""
+def serve(mountpoint, fsname, subtype, mode="ro"):
+    """Runs in the child process: mount `mountpoint` and serve until killed. "ro": one read-only file;
+    "rw": that file plus directories and files created in memory."""
     import fuse
 
-    class OneFile(fuse.Operations):
-        def getattr(self, path, fh=None):
+    class InMemory(fuse.Operations):
+        def __init__(self):
             now = time.time()
-            if path == "/":
-                return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_ctime": now, "st_mtime": now,
-                        "st_atime": now}
-            if path == "/" + FILE_NAME:
-                return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": len(FILE_DATA),
-                        "st_ctime": now, "st_mtime": now, "st_atime": now}
-            raise fuse.FuseOSError(errno.ENOENT)
+            times = {"st_ctime": now, "st_mtime": now, "st_atime": now}
+            self.attrs = {"/": {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, **times},
+                          "/" + FILE_NAME: {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1,
+                                            "st_size": len(FILE_DATA), **times}}
+            self.data = {"/" + FILE_NAME: FILE_DATA}
+
+        def getattr(self, path, fh=None):
+            if path not in self.attrs:
+                raise fuse.FuseOSError(errno.ENOENT)
+            return self.attrs[path]
 
         def readdir(self, path, fh):
-            return [".", "..", FILE_NAME]
+            prefix = path.rstrip("/") + "/"
+            return [".", ".."] + [p[len(prefix):] for p in self.attrs
+                                  if p.startswith(prefix) and p != prefix and "/" not in p[len(prefix):]]
 
         def read(self, path, size, offset, fh):
-            return FILE_DATA[offset:offset + size]
+            return self.data[path][offset:offset + size]
 
-    fuse.FUSE(OneFile(), mountpoint, foreground=True, nothreads=True, ro=True, fsname=fsname, subtype=subtype)
+        def mkdir(self, path, mode):
+            self.attrs[path] = {**self.attrs["/"], "st_mode": stat.S_IFDIR | mode}
+
+        def create(self, path, mode, fi=None):
+            self.attrs[path] = {**self.attrs["/" + FILE_NAME], "st_mode": stat.S_IFREG | mode, "st_size": 0}
+            self.data[path] = b""
+            return 0
+
+        def write(self, path, data, offset, fh):
+            self.data[path] = self.data[path][:offset] + data
+            self.attrs[path]["st_size"] = len(self.data[path])
+            return len(data)
+
+        def unlink(self, path):
+            self.attrs.pop(path)
+            self.data.pop(path)
+
+    fuse.FUSE(InMemory(), mountpoint, foreground=True, nothreads=True, ro=(mode == "ro"), fsname=fsname,
+              subtype=subtype)
 
 
 if __name__ == "__main__":
-    serve(*sys.argv[1:4])
+    serve(*sys.argv[1:5])
