@@ -120,6 +120,15 @@ def check_dns(values):
                "e.g. --set worker.dnsConfig.nameservers={10.0.0.10}")
 
 
+def check_worker_nodes(values):
+    w = values["worker"]
+    known = w["nodes"] or (w["nodeSelector"] or {}).get("kubernetes.io/hostname")
+    if values["modelDownloader"]["enabled"] and not known:
+        yield ("modelDownloader.enabled, worker.nodes: the downloader fills the Hugging Face cache of each worker "
+               "node, and no node is known; list them in worker.nodes, e.g. --set worker.nodes={gpu-node-1}, "
+               "or pin the worker with worker.nodeSelector kubernetes.io/hostname")
+
+
 def worker_ports(values):
     ports = [("worker.systemPort", values["worker"]["systemPort"]),
              ("kvbm.leaderZmqPubPort", values["kvbm"]["leaderZmqPubPort"]),
@@ -169,7 +178,7 @@ def check_hooks_image(values):
 
 
 RULES = [check_hooks_image, check_kvbm_tiers, check_disk_on_threefs, check_threefs, check_connections,
-         check_dynamo_clients, check_dns, check_ports, check_startup, check_memory]
+         check_dynamo_clients, check_dns, check_worker_nodes, check_ports, check_startup, check_memory]
 
 
 def problems(values):

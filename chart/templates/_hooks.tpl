@@ -213,21 +213,15 @@ subjects:
 {{- end }}
 
 {{/*
-The nodes the post-delete cleanup visits: hooks.postDelete.nodes, else the node worker.nodeSelector
-pins the worker to. A JSON list, empty when there is nothing to clean (no 3FS, or cleanup off).
+The nodes the post-delete cleanup visits: the worker's nodes. A JSON list, empty when there is nothing
+to clean (no 3FS, or cleanup off).
 */}}
 {{- define "dynamo-offloading.hooks.cleanupNodes" -}}
-{{- $p := .Values.hooks.postDelete }}
-{{- $nodes := list }}
-{{- if and .Values.threefs.enabled $p.enabled }}
-{{- $nodes = $p.nodes | default list }}
-{{- with (.Values.worker.nodeSelector | default dict) }}
-{{- if and (not $nodes) (get . "kubernetes.io/hostname") }}
-{{- $nodes = list (get . "kubernetes.io/hostname") }}
+{{- if and .Values.threefs.enabled .Values.hooks.postDelete.enabled }}
+{{- include "dynamo-offloading.worker.nodes" . }}
+{{- else }}
+{{- toJson list }}
 {{- end }}
-{{- end }}
-{{- end }}
-{{- toJson $nodes }}
 {{- end }}
 
 {{/*

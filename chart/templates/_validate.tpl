@@ -4,7 +4,7 @@ environments in values/. Every problem is collected, then one fail reports them 
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "ports" "startup" "memory" }}
+{{- range $rule := list "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "workerNodes" "ports" "startup" "memory" }}
 {{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
 {{- if $out }}
 {{- $messages = concat $messages (splitList "\n" $out | compact) }}
@@ -112,6 +112,12 @@ nats.tls.enabled, nats.embedded.enabled: Dynamo 0.9.0 has no NATS TLS client set
 {{- define "dynamo-offloading.validateValues.dns" -}}
 {{- if and (eq .Values.worker.dnsPolicy "None") (not (.Values.worker.dnsConfig | default dict).nameservers) }}
 worker.dnsPolicy, worker.dnsConfig.nameservers: dnsPolicy None takes every DNS setting from dnsConfig, and the API server refuses such a pod without a nameserver; set worker.dnsConfig.nameservers, e.g. --set worker.dnsConfig.nameservers={10.0.0.10}
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.workerNodes" -}}
+{{- if and .Values.modelDownloader.enabled (not (include "dynamo-offloading.worker.nodes" . | fromJsonArray)) }}
+modelDownloader.enabled, worker.nodes: the downloader fills the Hugging Face cache of each worker node, and no node is known; list them in worker.nodes, e.g. --set worker.nodes={gpu-node-1}, or pin the worker with worker.nodeSelector kubernetes.io/hostname
 {{- end }}
 {{- end }}
 

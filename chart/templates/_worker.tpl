@@ -25,6 +25,19 @@ dnsConfig:
 {{- end }}
 {{- end }}
 
+{{/*
+The nodes the worker runs on, as far as the values say: worker.nodes, else the node worker.nodeSelector
+pins it to by kubernetes.io/hostname. A JSON list, empty when they are not known.
+*/}}
+{{- define "dynamo-offloading.worker.nodes" -}}
+{{- $nodes := .Values.worker.nodes | default list }}
+{{- $pinned := get (.Values.worker.nodeSelector | default dict) "kubernetes.io/hostname" }}
+{{- if and (not $nodes) $pinned }}
+{{- $nodes = list $pinned }}
+{{- end }}
+{{- toJson $nodes }}
+{{- end }}
+
 {{- define "dynamo-offloading.worker.servedModelName" -}}
 {{- .Values.worker.model.servedModelName | default .Values.worker.model.repoId }}
 {{- end }}
@@ -236,4 +249,61 @@ API token, projected here because the pod does not automount it.
               fieldRef:
                 fieldPath: metadata.namespace
 {{- end }}
+{{- end }}
+
+{{/*
+The model downloader's pod on one worker node: snapshot_download of the revision the worker serves into
+the node's Hugging Face cache. Context: (dict "root" $ "node" "p02-r02-cp17").
+*/}}
+{{- define "dynamo-offloading.modelDownloader.podTemplate" -}}
+{{- $d := .root.Values.modelDownloader }}
+{{- $m := .root.Values.worker.model }}
+{{- $hfHome := include "dynamo-offloading.worker.hfHome" .root -}}
+metadata:
+  labels:
+    {{- include "dynamo-offloading.selectorLabels" (dict "root" .root "component" "model-downloader") | trim | nindent 4 }}
+spec:
+  {{- include "dynamo-offloading.podDefaults" (dict "root" .root) | trim | nindent 2 }}
+  restartPolicy: Never
+  hostNetwork: {{ $d.hostNetwork }}
+  dnsPolicy: {{ $d.dnsPolicy }}
+  nodeSelector:
+    kubernetes.io/hostname: {{ .node }}
+  {{- with .root.Values.worker.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: downloader
+      image: {{ include "dynamo-offloading.image" .root.Values.image | quote }}
+      imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+      command: ["python3", "-c"]
+      args:
+        - |
+          import os
+          from huggingface_hub import snapshot_download
+          path = snapshot_download(os.environ["MODEL_REPO_ID"], revision=os.environ["MODEL_REVISION"])
+          print("downloaded to", path)
+      env:
+        - name: HF_HOME
+          value: {{ $hfHome | quote }}
+        - name: MODEL_REPO_ID
+          value: {{ $m.repoId | quote }}
+        # The snapshot the worker is pinned to, else the revision it resolves on the node.
+        - name: MODEL_REVISION
+          value: {{ $m.snapshot | default $m.revision | quote }}
+      resources:
+        {{- toYaml $d.resources | nindent 8 }}
+      securityContext:
+        {{- include "dynamo-offloading.restrictedSecurityContext" (dict "runAsUser" 0) | trim | nindent 8 }}
+      volumeMounts:
+        - name: hf-cache
+          mountPath: {{ $hfHome }}
+  volumes:
+    - name: hf-cache
+      hostPath:
+        path: {{ $hfHome }}
+        type: DirectoryOrCreate
 {{- end }}

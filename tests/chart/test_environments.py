@@ -37,7 +37,7 @@ def test_lint_strict(env, helm_major):
 # Optional objects on, so that they are validated too.
 VARIANTS = {
     "as-is": {},
-    "all-on": {**MONITORING_ON, "modelDownloader": {"enabled": True},
+    "all-on": {**MONITORING_ON, "modelDownloader": {"enabled": True}, "worker": {"nodes": ["gpu-a", "gpu-b"]},
                "etcd": {"tls": {"enabled": True, "existingSecret": "etcd-certs"}},
                "nats": {"auth": {"existingSecret": "nats-creds"}}},
 }
@@ -101,7 +101,7 @@ MOUNT_VARIANTS = {
                        "nats": {"tls": {"enabled": True, "existingSecret": "nats-certs"},
                                 "embedded": {"enabled": False},
                                 "service": {"namespace": "baseten", "name": "nats-headless"}},
-                       "hooks": {"postDelete": {"nodes": ["gpu-a", "gpu-b"]}}},
+                       "worker": {"nodes": ["gpu-a", "gpu-b"]}},
 }
 
 

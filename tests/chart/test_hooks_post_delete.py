@@ -9,7 +9,7 @@ import yaml
 from tests.helm import NAMESPACE, container, environment_values, find, helm, node_cleanup_job, one, pod_spec, render
 
 IPOIB = environment_values("ipoib")
-NODES = {"hooks": {"postDelete": {"nodes": ["gpu-a", "gpu-b.rack-2", "gpu-c"]}}}
+NODES = {"worker": {"nodes": ["gpu-a", "gpu-b.rack-2", "gpu-c"]}}
 CLEANUP_SA = "dynamo-dynamo-offloading-cleanup"
 # The seed's values with a node selector that names no single node.
 NO_NODE = copy.deepcopy(IPOIB)
@@ -115,7 +115,7 @@ def test_notes_say_when_nothing_will_be_cleaned(tmp_path):
     values.write_text(yaml.safe_dump(NO_NODE))
     notes = helm(4, "install", "dynamo", str(CHART), "--dry-run=client", "-f", str(values)).stdout.split("NOTES:")[1]
     assert "will not detach the 3FS mounts left in /tmp/dynamo-3fs-mount" in notes
-    assert "Set hooks.postDelete.nodes" in notes
+    assert "Set worker.nodes" in notes
 
 
 def test_only_the_node_job_is_privileged():
@@ -146,7 +146,7 @@ def test_the_rendered_coordinator_runs_the_rendered_node_job(monkeypatch, tmp_pa
         api.on_job_create = lambda fake, job: fake.set_job_condition(NAMESPACE, job["metadata"]["name"], "Complete")
         assert cli.main([*args, "--deadline=5", "--pods-wait=1"]) == 0
         created = [r.body for r in api.requests_to("POST", "/jobs")]
-    assert sorted(pod_spec(job)["nodeName"] for job in created) == NODES["hooks"]["postDelete"]["nodes"]
+    assert sorted(pod_spec(job)["nodeName"] for job in created) == NODES["worker"]["nodes"]
     for job in created:
         assert job["metadata"]["name"].startswith("dynamo-dynamo-offloading-cleanup-node-")
         assert job["metadata"]["ownerReferences"][0]["uid"] == expand["$(POD_UID)"]

@@ -24,6 +24,7 @@ EVERYTHING_ON = {
     "etcd": {"embedded": {"enabled": True}, "endpoints": [], "service": NO_SERVICE},
     "nats": {"embedded": {"enabled": True}, "url": "", "service": NO_SERVICE},
     "modelDownloader": {"enabled": True},
+    "worker": {"nodes": ["gpu-a", "gpu-b"]},
 }
 TOKEN = "s3cr3t-3fs-token-value"
 WITH_TOKEN = {"threefs": {"existingSecret": "", "token": TOKEN}}
