@@ -124,6 +124,13 @@ env:
       fieldRef:
         fieldPath: {{ $field }}
   {{- end }}
+  {{- with .root.Values.hooks.apiServer }}
+  # The kubernetes client's in-cluster configuration reads the API server's address from these.
+  - name: KUBERNETES_SERVICE_HOST
+    value: {{ splitList ":" . | first | quote }}
+  - name: KUBERNETES_SERVICE_PORT
+    value: {{ splitList ":" . | last | quote }}
+  {{- end }}
   {{- if .peers }}
   {{- include "dynamo-offloading.connection.env" . | trim | nindent 2 }}
   {{- end }}

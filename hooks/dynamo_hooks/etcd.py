@@ -48,6 +48,10 @@ def _classify(error):
     """(reason, text) for an exception raised while talking to an endpoint."""
     if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
         error = error.reason if isinstance(error.reason, BaseException) else OSError(str(error.reason))
+    if isinstance(error, ssl.SSLCertVerificationError) and "mismatch" in (error.verify_message or ""):
+        return "tls", (f"TLS failure: {error.verify_message} Dynamo checks the address it connects to against the "
+                       "certificate's names: add the pods' IPs to the server certificate's subjectAltName, or "
+                       "give etcd.endpoints by a name it carries")
     if isinstance(error, ssl.SSLError | ssl.CertificateError):
         return "tls", f"TLS failure: {getattr(error, 'verify_message', None) or error}"
     if isinstance(error, ConnectionRefusedError):

@@ -17,9 +17,9 @@ def read_pem(value):
 
 def client_context(ca=None, cert=None, key=None):
     """A verifying client context; `ca`, `cert` and `key` are PEM content or file paths (None: system CAs,
-    no client certificate). The server name is not checked: peers are reached by pod IP."""
+    no client certificate). The address connected to must be one of the certificate's names, IP addresses
+    included, as Dynamo's etcd client (tonic with rustls) requires: a hostNetwork worker reaches etcd by pod IP."""
     context = ssl.create_default_context(cadata=read_pem(ca)) if ca else ssl.create_default_context()
-    context.check_hostname = False
     if cert and key:
         # load_cert_chain reads files only; the PEM content lives in a private temp dir for the call.
         with tempfile.TemporaryDirectory() as tmp:

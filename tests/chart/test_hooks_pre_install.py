@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helm import NAMESPACE, container, environment_values, find, one, pod_spec, render
+from tests.helm import NAMESPACE, container, env_of, environment_values, find, one, pod_spec, render
 
 IPOIB = environment_values("ipoib")
 STANDALONE = environment_values("standalone")
@@ -211,3 +211,14 @@ def test_hooks_run_read_only_with_a_writable_tmp(env):
         assert {"name": "hooks-tmp", "mountPath": "/tmp"} in c["volumeMounts"]
         volumes = {v["name"]: v for v in pod_spec(obj)["volumes"]}
         assert volumes["hooks-tmp"] == {"name": "hooks-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
+
+
+def test_an_explicit_api_server_for_host_network_pods():
+    """Where ClusterIPs are unreachable from the host network, the hooks reach the API server by address."""
+    objects = render(IPOIB, {"hooks": {"apiServer": "10.2.10.1:6443"}})
+    for obj, name in ((one(objects, "Job", "pre-install"), "pre-install"),
+                      (one(objects, "StatefulSet", "worker"), "resolve")):
+        env = env_of(container(obj, name))
+        assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("10.2.10.1", "6443")
+    assert "KUBERNETES_SERVICE_HOST" not in env_of(container(one(render(IPOIB), "Job", "pre-install"),
+                                                             "pre-install"))

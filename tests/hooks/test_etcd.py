@@ -169,6 +169,21 @@ def test_tls_without_the_right_ca(etcd_tls, certs, other_certs):
         assert "certificate" in finding.message
 
 
+def test_tls_certificate_not_naming_the_address(tmp_path, etcd_tls, certs):
+    """A hostNetwork worker reaches etcd by pod IP, and Dynamo's client checks that IP against the server
+    certificate's names: so does the check, instead of passing a setup the worker cannot use."""
+    only_a_name = servers.make_certs(tmp_path / "by-name", server_names="DNS:etcd-headless.baseten.svc")
+    with servers.etcd_server(tmp_path / "etcd", tls=only_a_name) as server:
+        finding = one(check_etcd([server.url], TIMEOUT, tls=only_a_name.client_context()))
+    assert (finding.status, finding.reason) == (ERROR, "tls")
+    assert finding.message == (
+        "TLS failure: IP address mismatch, certificate is not valid for '127.0.0.1'. Dynamo checks the address it "
+        "connects to against the certificate's names: add the pods' IPs to the server certificate's "
+        "subjectAltName, or give etcd.endpoints by a name it carries")
+    # The certificate of the module's server names 127.0.0.1: accepted.
+    assert one(check_etcd([etcd_tls.url], TIMEOUT, tls=certs.client_context())).status == OK
+
+
 def test_tls_without_client_certificate(etcd_tls, certs):
     finding = one(check_etcd([etcd_tls.url], TIMEOUT, tls=certs.client_context(client_cert=False)))
     assert (finding.status, finding.reason) == (ERROR, "tls")
