@@ -1,5 +1,5 @@
 {{/*
-dynamo-hooks: the pre-install/pre-upgrade Job and the worker's init container that resolve etcd and
+dynamo-hooks: the pre-install/pre-upgrade Job and the worker's resolve sidecar that resolve etcd and
 NATS, verify them and 3FS mgmtd, and find the model. Every helper takes the root context unless it
 says otherwise.
 */}}
@@ -64,7 +64,7 @@ pod IPs. A JSON list, empty when nothing is resolved.
 
 {{/*
 dynamo-hooks arguments that say where etcd and NATS are and how to check them, shared by the hook
-Job and the init container (which waits for a required or warn check, and not for an off one).
+Job and the resolve sidecar (which waits for a required or warn check, and not for an off one).
 */}}
 {{- define "dynamo-offloading.hooks.peerArgs" -}}
 {{- $root := . }}

@@ -222,7 +222,7 @@ which writes a request token to /run/dynamo-offloading/resolve-request (worker.r
 {{- end }}
 
 {{/*
-Volumes of the resolve init container: the hook's record (optional: absent after --no-hooks) and the
+Volumes of the resolve sidecar: the hook's record (optional: absent after --no-hooks) and the
 API token, projected here because the pod does not automount it.
 */}}
 {{- define "dynamo-offloading.worker.resolveVolumes" -}}

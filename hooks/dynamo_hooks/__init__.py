@@ -1,1 +1,1 @@
-"""Commands the dynamo-offloading chart runs in its hook Jobs and in the worker's init container."""
+"""Commands the dynamo-offloading chart runs in its hook Jobs and in the worker's resolve sidecar."""

@@ -1,4 +1,4 @@
-"""dynamo-hooks: the checks and steps the chart's hook Jobs and the worker's init container run.
+"""dynamo-hooks: the checks and steps the chart's hook Jobs and the worker's resolve sidecar run.
 
 Exit status: 0 when every required check passed (warnings are printed), 1 when one failed (one line
 on stderr names the peer and what is wrong), 2 on bad arguments."""
@@ -117,7 +117,7 @@ def cmd_pre_install(args):
     where = f"ConfigMap {plan.record_namespace}/{plan.record_name}"
     if recorded is not None and not args.json:
         log(f"recorded the resolved addresses in {where}" if recorded else
-            f"{where} does not exist yet (a first install): the worker's init container records them at its start")
+            f"{where} does not exist yet (a first install): the worker's resolve sidecar records them at its start")
     return status
 
 

@@ -1,6 +1,6 @@
 """The pre-install/pre-upgrade hook: find etcd and NATS as the worker will, verify them and 3FS mgmtd,
 then record the resolved addresses in the ConfigMap the worker's pods mount (on an upgrade: before the
-first install's objects exist, the worker's init container records them at its first start)."""
+first install's objects exist, the worker's resolve sidecar records them at its first start)."""
 
 import dataclasses
 

@@ -2,7 +2,7 @@
 when they cannot read the Kubernetes API.
 
 The chart creates it (without data, so Helm owns it, never overwrites its keys and deletes it with the
-release); the pre-upgrade hook and the worker's init container merge-patch their keys into it. Before
+release); the pre-upgrade hook and the worker's resolve sidecar merge-patch their keys into it. Before
 the first install's objects exist there is nothing to patch, and that is not an error."""
 
 from kubernetes import client

@@ -1,4 +1,4 @@
-"""The pre-install hook's objects and the worker's resolve init container, as Helm 3 and Helm 4 render them."""
+"""The pre-install hook's objects and the worker's resolve sidecar, as Helm 3 and Helm 4 render them."""
 
 import pytest
 
@@ -67,7 +67,7 @@ def test_checks_can_warn_or_be_off():
     objects = render(IPOIB, values)
     args = args_of(one(objects, "Job", "pre-install"), "pre-install")
     assert {"--etcd-check=warn", "--nats-check=off", "--mgmtd-check=warn", "--strict"} <= set(args)
-    # The init container waits as the checks say: not for an off check, and goes on after a warn one.
+    # The resolve sidecar waits as the checks say: not for an off check, and goes on after a warn one.
     resolve = args_of(one(objects, "StatefulSet", "worker"), "resolve")
     assert {"--etcd-check=warn", "--nats-check=off"} <= set(resolve)
 
@@ -140,7 +140,7 @@ def test_explicit_addresses_skip_resolution():
 
 
 def test_embedded_servers_are_left_to_the_init_container():
-    """Embedded etcd/NATS are created after pre-install hooks: the hook skips them, the init container waits."""
+    """Embedded etcd/NATS are created after pre-install hooks: the hook skips them, the resolve sidecar waits."""
     no_service = {"name": "", "namespace": ""}
     values = {"etcd": {"embedded": {"enabled": True}, "service": no_service},
               "nats": {"embedded": {"enabled": True}, "service": no_service}}

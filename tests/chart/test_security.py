@@ -64,7 +64,7 @@ def test_unprivileged_containers_are_restricted(env):
 def test_only_the_resolvers_and_the_cleanup_get_a_service_account_token(env):
     """No ServiceAccount automounts its token. The pre-install Job mounts one only when it resolves
     Services, the post-delete Job when it has nodes to clean; the worker projects one into its resolve
-    init container alone, never into the worker."""
+    sidecar alone, never into the worker."""
     values = environment_values(env)
     resolves = values["worker"]["hostNetwork"]
     for w in all_workloads(env):

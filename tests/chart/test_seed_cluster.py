@@ -76,7 +76,7 @@ def test_worker_runs_on_the_seed_node_with_host_network(worker):
 
 
 def test_worker_resolves_the_seed_services_to_pod_ips(worker):
-    """The seed pasted etcd/NATS pod IPs by hand; the init container resolves baseten's Services at every start."""
+    """The seed pasted etcd/NATS pod IPs by hand; the resolve sidecar resolves baseten's Services at every start."""
     args = container(worker, "resolve")["args"]
     assert args[0] == "worker-init"
     assert {"--resolve", "--etcd-service=baseten/etcd-headless:2379", "--etcd-port-name=client",

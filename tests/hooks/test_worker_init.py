@@ -1,4 +1,4 @@
-"""`dynamo-hooks worker-init`, the worker's init container, end to end: resolution through the FAKE
+"""`dynamo-hooks worker-init`, the worker's resolve sidecar, end to end: resolution through the FAKE
 Kubernetes API, its fallbacks, waiting for real etcd and NATS, and the model in a real cache layout."""
 
 import subprocess
@@ -101,7 +101,7 @@ def test_warn_and_off_checks_do_not_hold_the_start(monkeypatch, tmp_path, nats, 
 
 
 def test_waits_until_a_not_yet_ready_server_serves(monkeypatch, tmp_path, etcd, nats, hf_home):
-    """An embedded server starts after the pre-install hook: the init container waits until it serves."""
+    """An embedded server starts after the pre-install hook: the resolve sidecar waits until it serves."""
     with fake_api(monkeypatch, tmp_path) as api:
         publish(api, "baseten", "etcd-headless", etcd.port, ready_ips=(), not_ready_ips=("127.0.0.1",))
         publish(api, "baseten", "nats-headless", nats.port)

@@ -42,7 +42,7 @@ def test_pull(pushed, helm_major, tmp_path):
 
 
 def test_template_from_the_registry_names_its_hooks_image(pushed, helm_major):
-    """A user sets only the registry: the hook Jobs and the init container pull the image pushed beside the chart."""
+    """A user sets only the registry: the hook Jobs and the resolve sidecar pull the image pushed beside the chart."""
     out = helm(helm_major, "template", "dynamo", reference(pushed), "--version", VERSION, "--plain-http",
                "-f", str(ROOT / "values" / "ipoib.yaml"), "--set", f"hooks.image.registry={pushed}").stdout
     objects = [o for o in yaml.safe_load_all(out) if o]
