@@ -135,3 +135,18 @@ def test_unreachable_api_fails_with_one_line(monkeypatch, tmp_path, capsys):
     assert pre_install() == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unreachable" in err[0]
+
+
+def test_a_port_without_the_expected_name_is_taken_by_number(monkeypatch, tmp_path, etcd, nats, capsys):
+    """Bitnami's NATS chart names the client port tcp-client, not nats: the hook uses the Service's port
+    number instead, checks NATS there, and says so."""
+    with fake_api(monkeypatch, tmp_path) as fake:
+        publish(fake, "baseten", "etcd-headless", etcd.port)
+        publish(fake, "baseten", "nats-headless", nats.port, port_name="tcp-client")
+        status = cli.main(["pre-install", "--resolve", "--timeout=2", "--etcd-service=baseten/etcd-headless:2379",
+                           f"--nats-service=baseten/nats-headless:{nats.port}"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert (f"ok: nats baseten/nats-headless: Service baseten/nats-headless has no port named 'nats'; "
+            f"used port {nats.port}") in out.splitlines()
+    assert "nats: ok" in out
