@@ -19,7 +19,7 @@ VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
 ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
 PYTEST_ARGS ?=
 
-.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image test bench clean
+.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench clean
 
 all: generate check lint render package ## Generate, check, lint, render every environment and package
 
@@ -77,12 +77,13 @@ PLAIN_HTTP ?=
 
 push: push-chart push-image ## Push the chart and the hooks image to REGISTRY=host:port (PLAIN_HTTP=1 without TLS)
 
-push-chart: package ## Push the chart to oci://$(REGISTRY)/charts/dynamo-offloading:<version>
-	@test -n "$(REGISTRY)" || { echo "make push-chart: set REGISTRY=host:port"; exit 2; }
+require-registry:
+	@test -n "$(REGISTRY)" || { echo "make $(MAKECMDGOALS): set REGISTRY=host:port"; exit 2; }
+
+push-chart: require-registry package ## Push the chart to oci://$(REGISTRY)/charts/dynamo-offloading:<version>
 	$(HELM) push $(DIST)/dynamo-offloading-$(VERSION).tgz oci://$(REGISTRY)/charts $(if $(PLAIN_HTTP),--plain-http)
 
-push-image: ## Push the hooks image built by `make image` to $(REGISTRY)/dynamo-offloading-hooks:<version>
-	@test -n "$(REGISTRY)" || { echo "make push-image: set REGISTRY=host:port"; exit 2; }
+push-image: require-registry ## Push the hooks image built by `make image` to $(REGISTRY)/dynamo-offloading-hooks:<version>
 	@test -f $(IMAGE_ARCHIVE) || { echo "make push-image: $(IMAGE_ARCHIVE) is missing: run make image"; exit 2; }
 	skopeo copy $(if $(PLAIN_HTTP),--dest-tls-verify=false) oci-archive:$(IMAGE_ARCHIVE) \
 	  docker://$(REGISTRY)/$(HOOKS_IMAGE):$(VERSION)

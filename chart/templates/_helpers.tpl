@@ -163,3 +163,12 @@ Bytes of a Kubernetes quantity (64Gi, 500M, 1e9), as a float.
 {{- mulf $number (get $factors $suffix | float64) }}
 {{- end }}
 {{- end }}
+
+{{/*
+periodSeconds and failureThreshold of a probe that must allow `seconds` before it gives up: the
+threshold rounds up, so period x threshold is never below the budget. Context: (dict "seconds" 300 "period" 5).
+*/}}
+{{- define "dynamo-offloading.probeBudget" -}}
+periodSeconds: {{ int .period }}
+failureThreshold: {{ max 1 (ceil (divf (float64 .seconds) (float64 .period)) | int) }}
+{{- end }}

@@ -102,9 +102,8 @@ the host (Bidirectional needs privileged).
         - /bin/sh
         - -c
         - {{ include "dynamo-offloading.threefs.mountIsLive" . | quote }}
-    periodSeconds: 5
     timeoutSeconds: 5
-    failureThreshold: {{ div (int $t.fuse.mountTimeoutSeconds) 5 }}
+    {{- include "dynamo-offloading.probeBudget" (dict "seconds" $t.fuse.mountTimeoutSeconds "period" 5) | nindent 4 }}
   livenessProbe:
     exec:
       command:

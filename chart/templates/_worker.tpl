@@ -130,11 +130,11 @@ exec python3 -m dynamo.trtllm --model-path="$MODEL_PATH" "$@"
 {{- end }}
 
 {{/*
-Seconds one handoff of the resolve sidecar may take: the wait for etcd and NATS, and a minute for the API
-calls and the model lookup around it.
+Seconds one handoff of the resolve sidecar may take: the wait for etcd and NATS, then for each of the two
+a last try past it, of two API calls and two protocol exchanges, each bounded by hooks.timeoutSeconds.
 */}}
 {{- define "dynamo-offloading.worker.resolveSeconds" -}}
-{{- add (int .Values.hooks.workerInit.waitSeconds) 60 }}
+{{- add (int .Values.hooks.workerInit.waitSeconds) (mul 8 (int .Values.hooks.timeoutSeconds)) }}
 {{- end }}
 
 {{/*
@@ -201,8 +201,7 @@ which writes a request token to /run/dynamo-offloading/resolve-request (worker.r
   startupProbe:
     exec:
       command: [test, -s, /run/dynamo-offloading/worker.env]
-    periodSeconds: 2
-    failureThreshold: {{ divf (include "dynamo-offloading.worker.resolveSeconds" . | int) 2 | ceil | int }}
+    {{- include "dynamo-offloading.probeBudget" (dict "seconds" (include "dynamo-offloading.worker.resolveSeconds" .) "period" 2) | nindent 4 }}
   args:
     - worker-init
     {{- include "dynamo-offloading.hooks.peerArgs" . | trim | nindent 4 }}

@@ -55,11 +55,11 @@ def registry(directory, start_timeout=15.0):
 
 
 @contextlib.contextmanager
-def pushed(directory, target):
-    """A registry (as above) once `make <target> REGISTRY=<it> PLAIN_HTTP=1` has pushed to it: its host:port
-    and make's output."""
+def pushed(directory, target, *make_args):
+    """A registry (as above) once `make <target> REGISTRY=<it> PLAIN_HTTP=1 <make_args>` has pushed to it: its
+    host:port and make's output."""
     with registry(directory) as address:
-        done = subprocess.run(["make", "-s", target, f"REGISTRY={address}", "PLAIN_HTTP=1"], cwd=ROOT,
+        done = subprocess.run(["make", "-s", target, f"REGISTRY={address}", "PLAIN_HTTP=1", *make_args], cwd=ROOT,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         yield address, done.stdout + done.stderr

@@ -15,7 +15,9 @@ VERSION = yaml.safe_load((ROOT / "chart" / "Chart.yaml").read_text())["version"]
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
     """The registry's host:port, once `make push-chart` has pushed the chart there."""
-    with registry_pushed(tmp_path_factory.mktemp("registry"), "push-chart") as (address, output):
+    # A package directory of its own: tests running beside it package the chart too.
+    dist = tmp_path_factory.mktemp("dist")
+    with registry_pushed(tmp_path_factory.mktemp("registry"), "push-chart", f"DIST={dist}") as (address, output):
         assert f"Pushed: {address}/charts/dynamo-offloading:{VERSION}" in output
         yield address
 
@@ -24,9 +26,13 @@ def reference(address):
     return f"oci://{address}/charts/dynamo-offloading"
 
 
-def test_push_needs_a_registry():
-    done = subprocess.run(["make", "-s", "push-chart"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and "set REGISTRY=host:port" in done.stdout
+@pytest.mark.parametrize("target", ["push", "push-chart", "push-image"])
+def test_push_needs_a_registry_and_builds_nothing_without_one(target, tmp_path):
+    done = subprocess.run(["make", "-s", target, f"DIST={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0
+    assert done.stdout.strip() == f"make {target}: set REGISTRY=host:port"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_show_chart(pushed, helm_major):
