@@ -151,10 +151,10 @@ def check_etcd(endpoints, timeout, tls=None, credentials=None):
     """Check every endpoint at once, each within `timeout` seconds; ok when at least one is healthy.
     `credentials` is (user, password): then an endpoint only counts when it also accepts them."""
     urls = [normalize(e, tls) for e in endpoints if e.strip()]
-    findings = [None] * len(urls)
+    answers = [None] * len(urls)
 
     def run(index, url):
-        findings[index] = _check_endpoint(url, timeout, tls, credentials)
+        answers[index] = _check_endpoint(url, timeout, tls, credentials)
 
     # Daemon threads: a lookup or a peer that outlives every socket timeout cannot hold the caller (or its exit).
     threads = [threading.Thread(target=run, args=(i, u), daemon=True, name=f"etcd-check-{i}")
@@ -164,6 +164,7 @@ def check_etcd(endpoints, timeout, tls=None, credentials=None):
     deadline = time.monotonic() + timeout + JOIN_GRACE
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-    findings = [finding or Finding(url, ERROR, "timeout", f"no answer within {timeout:g}s")
-                for finding, url in zip(findings, urls, strict=True)]
+    # A copy: a thread still running past the deadline writes into `answers`, never into the report.
+    findings = [answer or Finding(url, ERROR, "timeout", f"no answer within {timeout:g}s")
+                for answer, url in zip(list(answers), urls, strict=True)]
     return Report("etcd", findings, need="any")

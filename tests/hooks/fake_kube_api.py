@@ -203,6 +203,7 @@ class FakeKubeApi:
         self.pod_logs = {}  # (namespace, pod name) -> the text GET pods/<name>/log answers
         self.delay = 0.0
         self.delay_path = None  # only requests whose path contains this are delayed
+        self.failure = None  # (HTTP code, reason) every request is answered with, as a sick apiserver would
         self.on_job_create = None  # called as on_job_create(fake, job) after a Job is created through the API
         self._versions = itertools.count(1000)
         self._lock = threading.RLock()  # reentrant: on_job_create may call the fake's methods
@@ -350,6 +351,10 @@ class FakeKubeApi:
     def set_delay(self, seconds, path_contains=None):
         """Hold every request (or those whose path contains `path_contains`) back `seconds` before answering."""
         self.delay, self.delay_path = seconds, path_contains
+
+    def fail_with(self, code, reason="InternalError"):
+        """Answer every request with this error status: what a real apiserver cannot easily be made to do."""
+        self.failure = (code, reason)
 
     def requests_to(self, method=None, path_contains=""):
         return [r for r in list(self.requests)
@@ -562,7 +567,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         log = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", url.path)
         if log and self.command == "GET":
             return self._reply_log(*log.groups())
-        if isinstance(body, str):
+        if fake.failure:
+            code, answer = fake.failure[0], status(fake.failure[0], fake.failure[1], "etcdserver: leader changed")
+        elif isinstance(body, str):
             code, answer = 400, status(400, "BadRequest", "the request body is not valid JSON")
         else:
             code, answer = fake.handle(self.command, url.path, query, content_type, body)

@@ -339,6 +339,45 @@ def silent_listener():
 
 
 @contextlib.contextmanager
+def dripping_listener(payload, interval=0.2):
+    """A port whose every connection gets `payload` one byte at a time, one byte per `interval` seconds: a peer
+    that keeps each read alive forever without ever finishing an answer. Yields the port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    stop = threading.Event()
+
+    def drip(connection):
+        with connection:
+            for byte in payload:
+                if stop.wait(interval):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+            stop.wait()
+
+    def accept():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection = server.accept()[0]
+            except OSError:
+                continue
+            threading.Thread(target=drip, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+@contextlib.contextmanager
 def http_server(status=200, body=b"hello", content_type="text/plain"):
     """A tiny HTTP server answering every GET and POST with `status` and `body`; yields its port."""
 

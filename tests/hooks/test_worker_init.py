@@ -65,6 +65,30 @@ def test_unreachable_api_falls_back_to_the_record(monkeypatch, tmp_path, etcd, n
     assert "(record)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("failure", ["forbidden", "timeout", "server-error"])
+def test_every_api_failure_falls_back_to_the_record(monkeypatch, tmp_path, etcd, nats, hf_home, capsys, failure):
+    """The API answers, but not with addresses: 403 (a Role removed), no answer in time, 500. The FAKE API
+    stands in for what a real apiserver cannot easily be made to do (hang, fail)."""
+    record = record_dir(tmp_path, ETCD_ENDPOINTS=f"http://127.0.0.1:{etcd.port}",
+                        NATS_SERVER=f"nats://127.0.0.1:{nats.port}")
+    with fake_api(monkeypatch, tmp_path) as api:
+        publish(api, "baseten", "etcd-headless", 1)  # what the API would say, were it asked
+        publish(api, "baseten", "nats-headless", 1)
+        if failure == "forbidden":
+            api.forbid("baseten")
+        elif failure == "timeout":
+            api.set_delay(3.0)
+        else:
+            api.fail_with(500)
+        status, env_file = worker_init(tmp_path, hf_home, f"--record-dir={record}")
+    assert status == 0
+    assert sourced(env_file, "ETCD_ENDPOINTS", "NATS_SERVER") == [f"http://127.0.0.1:{etcd.port}",
+                                                                 f"nats://127.0.0.1:{nats.port}"]
+    out = capsys.readouterr().out
+    assert f"etcd: http://127.0.0.1:{etcd.port} (record)" in out.splitlines()
+    assert "etcd: cannot resolve baseten/etcd-headless (" in out
+
+
 def test_no_api_and_no_record_leaves_the_values(monkeypatch, tmp_path, hf_home):
     """Without the API or a record (installed with --no-hooks), the worker keeps the chart's values."""
     monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
