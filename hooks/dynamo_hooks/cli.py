@@ -5,6 +5,7 @@ on stderr names the peer and what is wrong), 2 on bad arguments."""
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -197,8 +198,30 @@ def cmd_cleanup_nodes(args):
     return finish([result], args.json)
 
 
+def _seconds(text, positive):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a {'positive' if positive else 'non-negative'}"
+                                         " number of seconds")
+    return value
+
+
+def positive_seconds(text):
+    """An argparse type: seconds above 0 (a timeout of 0 would fail every check without trying it)."""
+    return _seconds(text, positive=True)
+
+
+def non_negative_seconds(text):
+    """An argparse type: seconds, 0 included (no waiting)."""
+    return _seconds(text, positive=False)
+
+
 def add_common(parser):
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds for each network call (default 5)")
+    parser.add_argument("--timeout", type=positive_seconds, default=5.0,
+                        help="seconds for each network call (default 5)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable report")
 
 
@@ -248,7 +271,8 @@ def build_parser():
     add_peer_arguments(p)
     p.add_argument("--record-dir", default="", help="the last resolved addresses, mounted from their ConfigMap")
     p.add_argument("--record-name", default="", help="that ConfigMap, to record what this start resolves")
-    p.add_argument("--wait", type=float, default=300, help="seconds to wait for etcd and NATS (default 300)")
+    p.add_argument("--wait", type=non_negative_seconds, default=300,
+                   help="seconds to wait for etcd and NATS (default 300)")
     p.add_argument("--hf-home", default="", help="HF_HOME of the node's Hugging Face cache")
     p.add_argument("--model-repo", default="", help="Hugging Face repo id; empty: no model lookup")
     p.add_argument("--model-revision", default="main", help="ref in the cache's refs/ (default main)")
@@ -264,7 +288,7 @@ def build_parser():
     p.add_argument("--stale-only", action="store_true",
                    help="detach only mounts whose stat fails with a corrupted-mount errno or times out")
     p.add_argument("--dry-run", action="store_true", help="list what would be detached and removed; change nothing")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds for each stat or umount (default 5)")
+    p.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds for each stat or umount (default 5)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(func=cmd_cleanup_mounts)
 
@@ -275,8 +299,9 @@ def build_parser():
     p.add_argument("--namespace", default="", help="where to create the Jobs (default: the pod's)")
     p.add_argument("--owner-pod-name", default="", help="this pod's name: it owns the Jobs (with --owner-pod-uid)")
     p.add_argument("--owner-pod-uid", default="")
-    p.add_argument("--pods-wait", type=float, default=60, help="seconds to wait for a node's workers (default 60)")
-    p.add_argument("--deadline", type=float, default=120,
+    p.add_argument("--pods-wait", type=non_negative_seconds, default=60,
+                   help="seconds to wait for a node's workers (default 60)")
+    p.add_argument("--deadline", type=positive_seconds, default=120,
                    help="seconds for a node's Job to complete, else it is deleted (default 120)")
     add_common(p)
     p.set_defaults(func=cmd_cleanup_nodes)

@@ -83,10 +83,10 @@ def parse_address(text):
     match = _IPV4_PORT.fullmatch(rest)
     numbers = [int(group) for group in match.groups()] if match else []
     if not match or any(octet > 255 for octet in numbers[:4]) or numbers[4] > 0xFFFF:
-        raise ValueError(f"Invalid MGMTD address {text!r}: 3FS takes TYPE://a.b.c.d:port with a numeric IPv4 "
-                         f"address (no hostname), TYPE one of {', '.join(ADDRESS_TYPES)}")
+        raise ValueError(f"3FS would reject the address {text!r}: it takes TYPE://a.b.c.d:port with a numeric "
+                         f"IPv4 address (no hostname), TYPE one of {', '.join(ADDRESS_TYPES)}")
     if numbers[4] == 0:
-        raise ValueError(f"Invalid MGMTD address {text!r}: port 0")
+        raise ValueError(f"3FS would reject the address {text!r}: port 0")
     return Address(address_type, ".".join(map(str, numbers[:4])), numbers[4])
 
 
@@ -283,16 +283,16 @@ def _status_finding(peer, status, cluster_id):
     text = f"{status.code} {name}" + (f": {status.message}" if status.message else "")
     if status.code == CLUSTER_ID_MISMATCH:
         return Finding(peer, ERROR, "wrong-cluster",
-                       f"mgmtd at {peer} serves another 3FS cluster: it rejected cluster id {cluster_id!r} ({text})",
+                       f"serves another 3FS cluster: it rejected cluster id {cluster_id!r} ({text})",
                        details | {"cluster_id": cluster_id})
-    return Finding(peer, ERROR, "rpc-error", f"mgmtd at {peer} answered getPrimaryMgmtd with an error: {text}", details)
+    return Finding(peer, ERROR, "rpc-error", f"answered getPrimaryMgmtd with an error: {text}", details)
 
 
 def _primary_finding(peer, primary):
     if primary is None:
-        return Finding(peer, ERROR, "no-primary", f"mgmtd at {peer} answers, but the cluster has no primary mgmtd")
+        return Finding(peer, ERROR, "no-primary", "answers, but the cluster has no primary mgmtd")
     hostname = primary["hostname"] or "no hostname"
-    return Finding(peer, OK, "ok", f"mgmtd at {peer} answers: the primary is node {primary['node_id']} ({hostname})",
+    return Finding(peer, OK, "ok", f"answers: the primary is node {primary['node_id']} ({hostname})",
                    primary)
 
 
@@ -310,7 +310,7 @@ def probe(peer, cluster_id, timeout, strict=False):
         checksum, body = exchange(address, request_frame(uuid, cluster_id), timeout)
         result = _decode(checksum, body, uuid, strict)
     except ProbeFailure as failure:
-        return Finding(peer, failure.status, failure.reason, f"mgmtd at {peer}: {failure.message}", failure.details)
+        return Finding(peer, failure.status, failure.reason, failure.message, failure.details)
     if result.error is not None:
         return _status_finding(peer, result.error, cluster_id)
     return _primary_finding(peer, result.value)

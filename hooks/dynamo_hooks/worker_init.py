@@ -130,8 +130,11 @@ def write_env_file(path, env, trailer=""):
     target = pathlib.Path(path)
     tmp = target.with_suffix(".tmp")
     lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-    tmp.write_text(lines + (f"{trailer}\n" if trailer else ""))
-    tmp.replace(target)
+    try:
+        tmp.write_text(lines + (f"{trailer}\n" if trailer else ""))
+        tmp.replace(target)
+    except OSError as err:
+        raise OSError(f"cannot write {target}: {err.strerror}") from err
 
 
 def read_request(path):

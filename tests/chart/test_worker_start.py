@@ -162,13 +162,16 @@ def test_each_start_resolves_again(monkeypatch, tmp_path, etcd, nats):
     run_dir, hf_home = tmp_path / "run", tmp_path / "hf"
     run_dir.mkdir()
     write_cache(hf_home)
+    probe = [a.replace(HANDOFF, str(run_dir)) for a in container(worker, "resolve")["startupProbe"]["exec"]["command"]]
+    assert subprocess.run(probe).returncode != 0  # no handoff yet: the worker is held
     with fake_api(monkeypatch, tmp_path) as api, servers.etcd_server(tmp_path / "moved") as moved:
         publish(api, "baseten", "etcd-headless", etcd.port)
         publish(api, "baseten", "nats-headless", nats.port)
         sidecar = subprocess.Popen(resolve_command(worker, run_dir, hf_home), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, env={**os.environ, "POD_NAMESPACE": "dynamo"})
         try:
-            wait_for_file(run_dir / "worker.env", sidecar)  # what the startup probe waits for
+            wait_for_file(run_dir / "worker.env", sidecar)
+            assert subprocess.run(probe).returncode == 0  # the kubelet now starts the worker
             shell_env = {"PATH": f"{stub_python(tmp_path)}:{os.environ['PATH']}"}
             first = run_start(script, argv0, run_dir, shell_env)
             assert first.returncode == 0, first.stderr

@@ -74,5 +74,20 @@ def test_check_fails_on_a_stale_or_orphan_file(tmp_path):
     assert any(s.startswith("values/orphan.yaml") for s in stale)
 
 
+def test_check_names_every_stale_file_and_a_missing_one(tmp_path):
+    """Each generated file, edited by hand or deleted, is named by the check; the others are not."""
+    files = outputs.generate()
+    for path, content in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(content)
+    for path, content in files.items():
+        (tmp_path / path).write_text(content.replace("\n", "\n\n", 1))
+        assert outputs.stale_files(files, tmp_path) == [path], path
+        (tmp_path / path).unlink()
+        assert outputs.stale_files(files, tmp_path) == [path], path
+        (tmp_path / path).write_text(content)
+    assert outputs.stale_files(files, tmp_path) == []
+
+
 def test_check_mode_exit_code(capsys):
     assert cli.main(["check"]) == 0

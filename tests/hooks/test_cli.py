@@ -56,3 +56,36 @@ def test_bad_arguments_exit_2(argv, capsys):
         status = cli.main(argv)
         raise SystemExit(status)
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("timeout", ["0", "-5", "nan", "soon"])
+def test_a_timeout_out_of_range_is_a_usage_error(timeout):
+    done = subprocess.run([SCRIPT, "check-etcd", "--endpoints=127.0.0.1:2379", f"--timeout={timeout}"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].startswith("dynamo-hooks check-etcd: error: argument --timeout: ")
+
+
+def failure(*argv):
+    """(exit status, stderr lines) of the console script."""
+    done = subprocess.run([SCRIPT, *argv], capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr.splitlines()
+
+
+def test_each_command_fails_with_one_line_naming_what_is_wrong(tmp_path):
+    port = free_port()
+    assert failure("check-nats", f"--server=nats://127.0.0.1:{port}", "--timeout=1") == (
+        1, [f"nats nats://127.0.0.1:{port}: connection refused"])
+    assert failure("check-mgmtd", f"--address=TCP://127.0.0.1:{port}", "--cluster-id=ipoib", "--timeout=1") == (
+        1, [f"mgmtd TCP://127.0.0.1:{port}: connection to 127.0.0.1:{port} refused (nothing listens there)"])
+    assert failure("check-mgmtd", "--address=TCP://mgmtd.local:8000", "--cluster-id=ipoib") == (
+        1, ["mgmtd TCP://mgmtd.local:8000: 3FS would reject the address 'TCP://mgmtd.local:8000': it takes "
+            "TYPE://a.b.c.d:port with a numeric IPv4 address (no hostname), TYPE one of TCP, RDMA, IPoIB, LOCAL, UNIX"])
+    assert failure("cleanup-mounts", "--root=/etc") == (
+        2, ["dynamo-hooks cleanup-mounts: refusing to clean up the system directory /etc"])
+    output = tmp_path / "absent" / "worker.env"
+    assert failure("worker-init", f"--output={output}") == (
+        1, [f"dynamo-hooks worker-init: cannot write {output}: No such file or directory"])
+    assert failure("worker-init", f"--output={tmp_path / 'w.env'}", f"--hf-home={tmp_path}", "--model-repo=org/m") == (
+        1, [f"model org/m is not in the Hugging Face cache {tmp_path}/hub (no models--org--m); download it on this "
+            f"node with `HF_HOME={tmp_path} huggingface-cli download org/m`, or enable modelDownloader"])

@@ -128,7 +128,7 @@ def test_parse_address(text, expected):
     "RDMA://10.0.0.1:70000", "RDMA://10.0.0.1", "RDMA://10.0.0.1:0", "",
 ])
 def test_parse_address_rejects(text):
-    with pytest.raises(ValueError, match="Invalid MGMTD address"):
+    with pytest.raises(ValueError, match="3FS would reject the address"):
         mgmtd.parse_address(text)
 
 
@@ -145,7 +145,7 @@ def test_invalid_address_makes_no_connection(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", no_connect)
     report, finding = probe_one("RDMA://mgmtd-0.mgmtd:8000")
     assert (finding.status, finding.reason) == (ERROR, "invalid-address")
-    assert "Invalid MGMTD address" in finding.message and "numeric IPv4" in finding.message
+    assert "3FS would reject the address" in finding.message and "numeric IPv4" in finding.message
     assert not report.ok
 
 
@@ -158,7 +158,8 @@ def test_primary(scheme):
         report, finding = probe_one(peer.address(scheme))
     assert report.ok
     assert (finding.status, finding.reason) == (OK, "ok")
-    assert "node 1" in finding.message and "mgmtd-0" in finding.message and peer.address(scheme) in finding.message
+    # What a user reads: the peer once, then what it said.
+    assert finding.line("mgmtd") == f"mgmtd {peer.address(scheme)}: answers: the primary is node 1 (mgmtd-0)"
     assert finding.details["node_id"] == 1 and finding.details["hostname"] == "mgmtd-0"
     assert finding.details["node_type"] == "MGMTD"
     assert finding.details["addresses"] == ["RDMA://10.1.2.3:8000", "TCP://10.1.2.3:9000"]
@@ -205,7 +206,8 @@ def test_garbage_is_not_3fs():
     with ThreeFSPeer("garbage") as peer:
         _, finding = probe_one(peer.address())
     assert (finding.status, finding.reason) == (ERROR, "not-3fs")
-    assert "not 3FS" in finding.message and peer.address() in finding.message
+    assert "not 3FS" in finding.message and finding.line("mgmtd").startswith(f"mgmtd {peer.address()}: ")
+    assert peer.address() not in finding.message
     assert finding.details["received_bytes"] == 8
 
 
@@ -244,7 +246,7 @@ def test_closed():
     with ThreeFSPeer("close") as peer:
         _, finding = probe_one(peer.address())
     assert (finding.status, finding.reason) == (ERROR, "closed")
-    assert peer.address() in finding.message
+    assert finding.line("mgmtd").startswith(f"mgmtd {peer.address()}: ") and peer.address() not in finding.message
 
 
 def test_silent_peer_times_out_within_bound():

@@ -256,6 +256,23 @@ def test_a_symlink_inside_the_root_is_never_followed(scratch, root):
     assert (pathlib.Path(outside) / "empty").is_dir()
 
 
+def test_a_symlink_where_a_mount_was_listed_is_not_followed(scratch, root):
+    """mountinfo read a moment before a mount point under the root was detached and a symlink to a mount
+    outside put in its place: the detach works on the path itself (UMOUNT_NOFOLLOW), never on the target."""
+    outside = tmpfs(scratch / "outside", "outside-src")
+    (root / "worker-0").symlink_to(outside)
+    listing = scratch / "mountinfo"
+    listing.write_text(pathlib.Path(mounts.MOUNTINFO).read_text()
+                       + f"99999 1 0:999 / {root}/worker-0 rw,relatime - fuse.hf3fs hf3fs.ipoib rw\n")
+
+    result = mounts.cleanup(str(root), mountinfo=str(listing))
+
+    assert mounted_at(outside)
+    assert (root / "worker-0").is_symlink()
+    # Still listed in the stale copy of mountinfo, so reported as not detached, not silently passed.
+    assert [m["mount_point"] for m in result.failed] == [f"{root}/worker-0"]
+
+
 def test_files_are_kept_and_reported(servers, scratch, root):
     dead = dead_fuse(servers, root / "worker-0")
     (root / "notes.txt").write_text("keep me")

@@ -150,3 +150,16 @@ def test_a_port_without_the_expected_name_is_taken_by_number(monkeypatch, tmp_pa
     assert (f"ok: nats baseten/nats-headless: Service baseten/nats-headless has no port named 'nats'; "
             f"used port {nats.port}") in out.splitlines()
     assert "nats: ok" in out
+
+
+@pytest.mark.parametrize("nats_args", [[], ["--nats-service=baseten/absent:4222"]])
+def test_an_off_check_never_fails_the_install(monkeypatch, tmp_path, etcd, capsys, nats_args):
+    """NATS configured nowhere, or its Service missing: with its check off, the install goes on."""
+    with fake_api(monkeypatch, tmp_path) as fake:
+        publish(fake, "baseten", "etcd-headless", etcd.port)
+        status = cli.main(["pre-install", "--timeout=2", "--etcd-service=baseten/etcd-headless:2379", "--resolve",
+                           "--nats-check=off", *nats_args])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert captured.err == ""
+    assert [line for line in captured.out.splitlines() if line.startswith("warning: nats")]
