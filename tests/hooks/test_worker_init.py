@@ -121,7 +121,11 @@ def test_warn_and_off_checks_do_not_hold_the_start(monkeypatch, tmp_path, nats, 
         assert f"warning: etcd http://127.0.0.1:{dead}: connection refused" in capsys.readouterr().out
         assert sourced(env_file, "ETCD_ENDPOINTS") == [f"http://127.0.0.1:{dead}"]
         status, env_file = worker_init(tmp_path, hf_home, "--etcd-check=off", wait=30)
-        assert status == 0 and "waiting" not in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert status == 0 and "waiting" not in out
+        # Off: the resolved address is handed over without being tried.
+        assert "connection refused" not in out
+        assert sourced(env_file, "ETCD_ENDPOINTS") == [f"http://127.0.0.1:{dead}"]
 
 
 def test_waits_until_a_not_yet_ready_server_serves(monkeypatch, tmp_path, etcd, nats, hf_home):
