@@ -5,7 +5,7 @@ local path as if it were a repo id (ModelDeploymentCard::download_config), which
 
 import pytest
 
-from tests.helm import container, env_of, environment_values, one, pod_spec, render
+from tests.helm import CHART, ROOT, container, env_of, environment_values, helm, one, pod_spec, render
 
 IPOIB = environment_values("ipoib")
 
@@ -55,3 +55,13 @@ def test_the_download_gets_the_frontends_extra_env():
     init = container(frontend({"frontend": {"extraEnv": extra}}), "model-files")
     assert env_of(init)["HF_ENDPOINT"] == "https://hf-mirror.example"
     assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("snapshot", ["", "0123abcd"])
+def test_notes_ask_to_pin_the_snapshot_the_frontend_downloads(snapshot):
+    """NOTES.txt is rendered by install; Helm 4's client dry run needs no cluster."""
+    args = ["install", "dynamo", str(CHART), "--dry-run=client", "-f", str(ROOT / "values/ipoib.yaml"),
+            "--set", f"worker.model.snapshot={snapshot}"]
+    notes = helm(4, *args).stdout.split("NOTES:")[1]
+    assert ("Pin worker.model.snapshot." in notes) == (not snapshot)
+    assert "logs deploy/dynamo-dynamo-offloading-frontend -c model-files" in notes

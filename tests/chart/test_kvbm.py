@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tests.helm import container, env_of, environment_values, one, pod_spec, render
+from tests.helm import container, env_of, environment_values, one, pod_spec, render, render_error
 
 ON_3FS = environment_values("ipoib")
 LOCAL = environment_values("standalone")
@@ -141,3 +141,25 @@ def test_notes_show_the_allocation_estimate():
     notes = helm(4, *args).stdout.split("NOTES:")[1]
     assert "750 s to allocate the 50 GB disk tier at 4 GB/min" in notes
     assert "threefs.fuse.image.tag=PLACEHOLDER" in notes
+
+
+# The ipoib worker needs 20 GB (CPU tier) + 8 GiB (/dev/shm) + 32 GiB (headroom) = 62949672960 bytes.
+NEEDED_BYTES = 20 * 10**9 + 8 * 2**30 + 32 * 2**30
+
+
+@pytest.mark.parametrize("limit,enough", [
+    (f"{NEEDED_BYTES // 1024}Ki", True), (f"{NEEDED_BYTES // 1024 - 1}Ki", False),
+    (str(NEEDED_BYTES), True), (str(NEEDED_BYTES - 1), False),
+    ("62949672960e0", True), ("59Gi", True), ("58Gi", False), ("63G", True), ("62G", False)])
+def test_memory_limit_rule_at_its_boundary(limit, enough):
+    """Binary and decimal units read exactly, by the chart and by the generator alike."""
+    from generator import rules
+    from tests.generator.test_rules import merged
+
+    values = {"worker": {"resources": {"limits": {"memory": limit}}}}
+    problems = [p for p in rules.problems(merged(ON_3FS, values)) if p.startswith("worker.resources.limits.memory")]
+    assert (problems == []) == enough
+    if enough:
+        assert worker_container(ON_3FS, values)["resources"]["limits"]["memory"] == limit
+    else:
+        assert "worker.resources.limits.memory" in render_error(ON_3FS, values)

@@ -40,6 +40,12 @@ def test_resolve_endpoints(monkeypatch, tmp_path, capsys):
                                                        "addresses": ["10.0.0.1:2379", "10.0.0.2:2379"], "note": ""}
         assert cli.main(["resolve-endpoints", "--service=baseten/nats-headless"]) == 1
         assert capsys.readouterr().err.strip() == "baseten/nats-headless: Service baseten/nats-headless not found"
+        # Bitnami's NATS names its client port tcp-client: with a port number, that one is read, and said so.
+        publish(api, "baseten", "nats", 4222, ready_ips=("10.0.0.7",), port_name="tcp-client")
+        assert cli.main(["resolve-endpoints", "--service=baseten/nats:4222", "--port-name=nats"]) == 0
+        out = capsys.readouterr()
+        assert out.out.strip() == "10.0.0.7:4222"
+        assert out.err.strip() == "Service baseten/nats has no port named 'nats'; used port 4222"
 
 
 def test_check_mgmtd_json(capsys):
