@@ -24,6 +24,9 @@ DEFAULT_PORT = 4222
 MAX_LINE = 1024 * 1024
 MAX_PAYLOAD = 64 * 1024 * 1024
 PROBE_AFTER = 2.0  # seconds a silent peer may take before it is probed
+# With TLS, seconds a silent peer may take before the TLS handshake is tried: a server configured for a
+# handshake first closes the connection once its TLS timeout (2 s by default) passes without one.
+TLS_FIRST_AFTER = 0.5
 CLIENT = {"name": "dynamo-hooks", "lang": "python", "version": importlib.metadata.version("dynamo-offloading-hooks")}
 # OpenSSL reasons meaning the peer answered a ClientHello with something that is not TLS.
 NOT_TLS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
@@ -236,9 +239,9 @@ def _jetstream(conn):
     return True, details, "JetStream available"
 
 
-def _grace(conn):
+def _grace(conn, after):
     """When to stop waiting for a silent peer to speak first: NATS sends INFO at once."""
-    return time.monotonic() + min((conn.deadline - time.monotonic()) / 2, PROBE_AFTER)
+    return time.monotonic() + min((conn.deadline - time.monotonic()) / 2, after)
 
 
 def _exchange(conn, host, tls, credentials):
@@ -246,7 +249,7 @@ def _exchange(conn, host, tls, credentials):
     details = conn.details
     secure = False
     try:
-        info = _info(conn, _grace(conn), probe=tls is None)
+        info = _info(conn, _grace(conn, PROBE_AFTER if tls is None else TLS_FIRST_AFTER), probe=tls is None)
     except TimeoutError:
         if tls is None or time.monotonic() >= conn.deadline:
             raise
@@ -260,7 +263,7 @@ def _exchange(conn, host, tls, credentials):
         except (EOFError, ConnectionResetError):
             raise Failure("not-nats", "sent no INFO and closed the connection on a TLS handshake") from None
         secure = True
-        info = _info(conn, _grace(conn))
+        info = _info(conn, _grace(conn, PROBE_AFTER))
     details.update(server_id=info.get("server_id"), server_name=info.get("server_name"),
                    version=info.get("version"), jetstream=False)
     if not secure:

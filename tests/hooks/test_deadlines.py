@@ -9,9 +9,10 @@ import pytest
 from dynamo_hooks import etcd, mgmtd, nats
 from dynamo_hooks.report import ERROR
 from tests.hooks import servers
+from tests.timing import SLACK
 
 TIMEOUT = 1.0
-BOUND = TIMEOUT + 2.0
+BOUND = TIMEOUT + SLACK
 
 # Plausible beginnings of each peer's answer, long enough to drip for a minute at 5 bytes a second.
 ANSWERS = {

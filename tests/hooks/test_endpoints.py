@@ -15,6 +15,7 @@ from tests.hooks.fake_kube_api import (
     endpoint_slice,
     service,
 )
+from tests.timing import LONG_TIMEOUT, SLACK
 
 NS, SVC = "baseten", "etcd-headless"
 
@@ -219,7 +220,7 @@ def test_timeout(fake, delayed):
     err = error_of(fake, timeout=1.0)
     elapsed = time.monotonic() - start
     assert err.reason == "timeout"
-    assert elapsed < 1.0 + 1.0
+    assert elapsed < 1.0 + SLACK
     assert "within 1 s" in err.message and NS in err.message
     assert sum(r.path.endswith(delayed or SVC) for r in fake.requests) == 1  # not retried
 
@@ -231,8 +232,8 @@ def test_unreachable():
     api = api_client_for(f"http://127.0.0.1:{port}")
     start = time.monotonic()
     with pytest.raises(KubeError) as caught:
-        resolve_service(api, NS, SVC, "client", 2.0)
-    assert time.monotonic() - start < 2.0
+        resolve_service(api, NS, SVC, "client", LONG_TIMEOUT)
+    assert time.monotonic() - start < LONG_TIMEOUT / 2  # refused at once, not waited for
     err = caught.value
     assert err.reason == "unreachable"
     assert f"127.0.0.1:{port}" in err.message and f"Service {NS}/{SVC}" in err.message

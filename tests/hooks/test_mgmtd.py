@@ -8,6 +8,7 @@ import pytest
 from dynamo_hooks import mgmtd, serde
 from dynamo_hooks.report import ERROR, OK, WARNING
 from tests.hooks.threefs_peer import ThreeFSPeer, crc32c_raw
+from tests.timing import SLACK
 
 CLUSTER = "test-cluster"
 TIMEOUT = 2.0
@@ -257,7 +258,7 @@ def test_silent_peer_times_out_within_bound():
         elapsed = time.monotonic() - start
     assert (finding.status, finding.reason) == (ERROR, "timeout")
     assert "no reply" in finding.message and "0.5s" in finding.message
-    assert elapsed < timeout + 1
+    assert elapsed < timeout + SLACK
     assert len(peer.requests) == 1  # the request arrived and was valid
 
 
@@ -290,7 +291,7 @@ def test_silent_and_answering_together_within_bound():
         report = mgmtd.check_mgmtd([quiet.address(), good.address()], CLUSTER, timeout)
         elapsed = time.monotonic() - start
     assert report.ok and [f.reason for f in report.findings] == ["timeout", "ok"]
-    assert elapsed < timeout + 1
+    assert elapsed < timeout + SLACK
 
 
 def test_no_addresses():
@@ -302,4 +303,4 @@ def test_peer_shutdown_is_quick():
     start = time.monotonic()
     with ThreeFSPeer("silent") as peer:
         probe_one(peer.address(), timeout=0.2)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 0.2 + SLACK

@@ -14,6 +14,7 @@ import pytest
 
 from dynamo_hooks import cli, mounts
 from tests.hooks.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
+from tests.timing import SLACK
 
 SCRIPT = str(pathlib.Path(sys.executable).with_name("dynamo-hooks"))
 ENOTCONN_TEXT = os.strerror(errno.ENOTCONN)
@@ -136,7 +137,7 @@ def test_a_wedged_fuse_daemon_does_not_hang_the_command(servers, scratch, root):
     started = time.monotonic()
     result = mounts.cleanup(str(root), stale_only=True, timeout=0.5)
 
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 0.5 + SLACK
     assert result.ok and [m["stale"] for m in result.detached] == ["stat timed out after 0.5s"]
     assert not mounted_at(server.mountpoint)
 

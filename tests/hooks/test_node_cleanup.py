@@ -12,6 +12,7 @@ from dynamo_hooks import cli
 from dynamo_hooks.node_cleanup import NODE_ANNOTATION, NODE_LABEL, cleanup_nodes, job_name, node_label, pod_owner
 from tests.hooks.cluster import dead_url, fake_api
 from tests.hooks.fake_kube_api import FakeKubeApi, api_client_for, pod
+from tests.timing import LONG_TIMEOUT, SLACK
 
 NS = "baseten"
 WORKERS = "app.kubernetes.io/instance=dynamo,app.kubernetes.io/component=worker"
@@ -109,7 +110,7 @@ def test_a_node_that_never_runs_its_job_is_a_warning_within_the_deadline(fake):
     started = time.monotonic()
     report = run(fake, ["node-a", "node-down", "node-b"], deadline=1.5)
     elapsed = time.monotonic() - started
-    assert elapsed < 1.5 + 1
+    assert elapsed < 1.5 + SLACK
     assert report.ok, report.summary()
     findings = by_node(report)
     assert (findings["node-a"].status, findings["node-b"].status) == ("ok", "ok")
@@ -271,8 +272,8 @@ def test_a_job_of_an_earlier_try_is_replaced(fake):
 def test_forbidden_is_an_error_on_every_node(fake, resource, verb):
     fake.forbid(NS, resource, verb)
     started = time.monotonic()
-    report = run(fake, ["node-a", "node-b", "node-c"], deadline=5)
-    assert time.monotonic() - started < 3
+    report = run(fake, ["node-a", "node-b", "node-c"], deadline=LONG_TIMEOUT)
+    assert time.monotonic() - started < LONG_TIMEOUT / 2  # a 403 is final: not retried until the deadline
     assert not report.ok
     for finding in report.findings:
         assert (finding.status, finding.reason) == ("error", "forbidden")
@@ -284,8 +285,8 @@ def test_forbidden_is_an_error_on_every_node(fake, resource, verb):
 
 def test_an_unreachable_api_is_an_error_for_each_node_and_returns(fake):
     started = time.monotonic()
-    report = run(fake, ["node-a", "node-b"], pods_wait=0.3, api=api_client_for(dead_url()))
-    assert time.monotonic() - started < 2
+    report = run(fake, ["node-a", "node-b"], pods_wait=0.3, deadline=LONG_TIMEOUT, api=api_client_for(dead_url()))
+    assert time.monotonic() - started < LONG_TIMEOUT / 2
     assert [(f.status, f.reason) for f in report.findings] == [("error", "unreachable")] * 2
     assert report.findings[0].message.startswith("unreachable: cannot connect to the Kubernetes API at ")
 
