@@ -13,11 +13,11 @@ KVBM_DEFAULT_INIT_TIMEOUT = 1800
 
 def quantity_bytes(quantity):
     """Bytes of a Kubernetes quantity such as 64Gi, 500M or 1e9."""
-    match = re.fullmatch(r"([0-9.]+)(e[0-9]+|[A-Za-z]*)", str(quantity))
+    match = re.fullmatch(r"([0-9.]+)([eE][0-9]+|[A-Za-z]*)", str(quantity))
     if not match:
         raise ValueError(f"not a quantity: {quantity!r}")
     number, suffix = match.groups()
-    if suffix.startswith("e"):
+    if suffix[:1] in ("e", "E") and suffix[1:].isdigit():
         return float(number) * 10 ** int(suffix[1:])
     return float(number) * QUANTITY_SUFFIXES[suffix]
 

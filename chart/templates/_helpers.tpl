@@ -156,8 +156,8 @@ Bytes of a Kubernetes quantity (64Gi, 500M, 1e9), as a float.
 {{- $number := regexFind "^[0-9.]+" $q | float64 }}
 {{- $suffix := trimPrefix (regexFind "^[0-9.]+" $q) $q }}
 {{- $factors := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 "m" 0.001 }}
-{{- if hasPrefix "e" $suffix }}
-{{- range until (trimPrefix "e" $suffix | int) }}{{ $number = mulf $number 10.0 }}{{ end }}
+{{- if regexMatch "^[eE][0-9]+$" $suffix }}
+{{- range until (substr 1 (len $suffix) $suffix | int) }}{{ $number = mulf $number 10.0 }}{{ end }}
 {{- $number }}
 {{- else }}
 {{- mulf $number (get $factors $suffix | float64) }}
