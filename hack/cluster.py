@@ -220,7 +220,7 @@ def build(force=False):
     with open(key_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time
         go = go_binary()
-        env = dict(os.environ, CGO_ENABLED="0")
+        env = dict(os.environ, CGO_ENABLED="0", GOWORK="off")
         bdir.mkdir(parents=True, exist_ok=True)
         total = time.monotonic()
         for name, (module, version, binaries, flags, staging) in components().items():
@@ -327,7 +327,7 @@ class Cluster:
             except (ValueError, OSError):
                 continue
             # the pid may have been reused: the process must run a binary from this cluster
-            if str(self.dir) in cmdline or str(bin_dir()) in cmdline:
+            if (str(self.dir) in cmdline or str(bin_dir()) in cmdline) and not _exited(pid):
                 found[pidfile.stem] = pid
         return found
 
@@ -355,7 +355,7 @@ class Cluster:
         tmp.chmod(0o600)
         tmp.replace(self.kubeconfig)
 
-    def kwokctl_config(self, port):
+    def kwokctl_config(self, bdir, port):
         """kwokctl's configuration: options, then our Stages (which replace kwok's defaults)."""
         options = {
             "runtime": "binary",
@@ -365,11 +365,12 @@ class Cluster:
             "kwokVersion": KWOK,
             "kubeApiserverPort": port,
             "cacheDir": str(self.workdir / "cache"),
+            "kubectlBinary": str(bdir / "kubectl"),  # for `kwokctl kubectl`, instead of a download
         }
-        doc = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokctlConfiguration",
-               "options": options}
+        kwokctl = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokctlConfiguration",
+                   "options": options}
         stages = (DATA / "stages.yaml").read_text()
-        return json.dumps(doc, indent=2) + "\n---\n" + stages
+        return json.dumps(kwokctl, indent=2) + "\n---\n" + stages
 
     def logs_tail(self, lines=30):
         for logfile in sorted((self.dir / "logs").glob("*.log")) if (self.dir / "logs").exists() else []:
@@ -388,7 +389,7 @@ class Cluster:
                 self.down(quiet=True)
             self.out.mkdir(parents=True, exist_ok=True)
             config = self.out / "kwokctl.yaml"
-            config.write_text(self.kwokctl_config(port))
+            config.write_text(self.kwokctl_config(bdir, port))
             cmd = [
                 bdir / "kwokctl", "--config", config, "create", "cluster",
                 "--name", CLUSTER_NAME, "--runtime", "binary",
@@ -397,12 +398,15 @@ class Cluster:
                 "--kube-controller-manager-binary", bdir / "kube-controller-manager",
                 "--kube-scheduler-binary", bdir / "kube-scheduler",
                 "--kwok-controller-binary", bdir / "kwok",
+                # kwok's pod IPs: off the API server's default Service range (10.0.0.0/24)
+                "--extra-args", "kwok-controller=cidr=10.244.0.1/16",
                 "--kubeconfig", "",  # do not touch ~/.kube/config
                 "--wait", f"{timeout}s", "--timeout", f"{timeout}s",
             ]
             with timed("kwokctl create cluster"):
-                proc = run(cmd, env=self.env(), check=False)
+                proc = run(cmd, env=self.env(), capture=True, check=False)
             if proc.returncode != 0:
+                sys.stderr.write(proc.stdout)
                 self.logs_tail()
                 die("kwokctl create cluster failed (logs above)")
             self.write_kubeconfig()
@@ -415,16 +419,19 @@ class Cluster:
                     die("the API server did not become ready")
                 time.sleep(0.5)
         with timed("nodes and the default ServiceAccount"):
-            self.create_nodes(api, deadline)
+            self.create_objects(api, deadline)
         log(f"running: {self.server()}")
         log(f"kubeconfig: {self.kubeconfig}")
 
-    def create_nodes(self, api, deadline):
+    def create_objects(self, api, deadline):
+        """The StorageClass and the simulated nodes; then wait for the nodes to be Ready."""
+        storage_class = json.loads((DATA / "storageclass.json").read_text())
         nodes = json.loads((DATA / "nodes.json").read_text())["items"]
-        for node in nodes:
-            code, raw = api.request("POST", "/api/v1/nodes", node)
-            if code not in (201, 409):
-                die(f"creating node {node['metadata']['name']}: {code} {raw[:300]!r}")
+        for path, obj in [("/apis/storage.k8s.io/v1/storageclasses", storage_class)] + \
+                [("/api/v1/nodes", node) for node in nodes]:
+            code, raw = api.request("POST", path, obj)
+            if code not in (201, 409):  # 409: it exists
+                die(f"creating {obj['kind']} {obj['metadata']['name']}: {code} {raw[:300]!r}")
         names = {n["metadata"]["name"] for n in nodes}
         while True:
             listed = api.get_json("/api/v1/nodes") or {"items": []}
@@ -454,8 +461,7 @@ class Cluster:
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         while pids and time.monotonic() < deadline:
-            pids = {n: p for n, p in pids.items() if pathlib.Path(f"/proc/{p}").exists()
-                    and "zombie" not in _proc_state(p)}
+            pids = {n: p for n, p in pids.items() if not _exited(p)}
             time.sleep(0.2)
         for pid in pids.values():
             with contextlib.suppress(ProcessLookupError):
@@ -470,6 +476,7 @@ class Cluster:
         if self.running():
             print(f"running: {self.server()} ({len(self.pids())} processes)")
             print(f"kubeconfig: {self.kubeconfig}")
+            print(f"kubectl: {bin_dir() / 'kubectl'}")
             return 0
         if self.pids():
             print(f"broken: processes {sorted(self.pids())} run but the API server is not ready")
@@ -479,11 +486,14 @@ class Cluster:
         return 1
 
 
-def _proc_state(pid):
+def _exited(pid):
+    """True when the process is gone or a zombie."""
     try:
-        return pathlib.Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n")[0].lower()
-    except (OSError, IndexError):
-        return "zombie"
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    m = re.search(r"^State:\s*(\S)", status, re.M)
+    return not m or m.group(1) in "ZX"
 
 
 def main():
