@@ -19,7 +19,7 @@ VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
 ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
 PYTEST_ARGS ?=
 
-.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench clean
+.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench cluster cluster-down e2e clean
 
 all: generate check lint render package ## Generate, check, lint, render every environment and package
 
@@ -96,6 +96,15 @@ image: $(VENV)/.installed .tools/.debian-packages ## Build the hooks image into 
 
 image-test: image .tools/.helm ## Run dynamo-hooks inside the built image against real servers; push it to a real registry
 	$(VENV)/bin/pytest -p no:cacheprovider tests/image $(PYTEST_ARGS)
+
+cluster: $(VENV)/.installed ## Build (once, cached by version) and start a local Kubernetes control plane; build/cluster/kubeconfig
+	$(PYTHON) hack/cluster.py up
+
+cluster-down: ## Stop the local control plane and free its ports
+	$(PYTHON) hack/cluster.py down
+
+e2e: .tools/.helm cluster ## helm install, upgrade, test, rollback and uninstall on the local control plane (Helm 3 and 4)
+	$(VENV)/bin/pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 bench: .tools/.helm $(VENV)/.installed ## Time rendering and each hook step against real servers; prints a table
 	$(PYTHON) hack/bench.py

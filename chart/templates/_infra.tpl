@@ -123,17 +123,23 @@ seccompProfile: {type: RuntimeDefault}
 {{- end }}
 
 {{/*
-The data volume claim of an embedded server, from its persistence block.
+The data volume claim of an embedded server, from its persistence block, and what happens to it when the
+StatefulSet goes: deleted with the release unless keepOnUninstall (the StatefulSet controller never
+deletes claims by itself), kept when scaled down.
 */}}
-{{- define "dynamo-offloading.infra.volumeClaim" -}}
-metadata:
-  name: data
-spec:
-  accessModes: [ReadWriteOnce]
-  {{- with .storageClass }}
-  storageClassName: {{ . }}
-  {{- end }}
-  resources:
-    requests:
-      storage: {{ .size }}
+{{- define "dynamo-offloading.infra.volumeClaims" -}}
+persistentVolumeClaimRetentionPolicy:
+  whenDeleted: {{ ternary "Retain" "Delete" .keepOnUninstall }}
+  whenScaled: Retain
+volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      {{- with .storageClass }}
+      storageClassName: {{ . }}
+      {{- end }}
+      resources:
+        requests:
+          storage: {{ .size }}
 {{- end }}

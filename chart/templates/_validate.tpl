@@ -4,7 +4,7 @@ environments in values/. Every problem is collected, then one fail reports them 
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "workerNodes" "ports" "startup" "memory" }}
+{{- range $rule := list "podSecurity" "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "workerNodes" "ports" "startup" "memory" }}
 {{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
 {{- if $out }}
 {{- $messages = concat $messages (splitList "\n" $out | compact) }}
@@ -12,6 +12,19 @@ environments in values/. Every problem is collected, then one fail reports them 
 {{- end }}
 {{- if $messages }}
 {{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The release namespace's PodSecurity level, read from the cluster at install (nothing under helm template):
+the worker mounts host paths and, in most setups, uses the host network and a privileged FUSE sidecar,
+which only the privileged level admits. Failing here beats a hook Job that can never start.
+*/}}
+{{- define "dynamo-offloading.validateValues.podSecurity" -}}
+{{- $ns := lookup "v1" "Namespace" "" .Release.Namespace | default dict }}
+{{- $level := dig "metadata" "labels" "pod-security.kubernetes.io/enforce" "" $ns }}
+{{- if and $level (ne $level "privileged") }}
+namespace {{ .Release.Namespace }}: its label pod-security.kubernetes.io/enforce={{ $level }} rejects the worker pods (host paths{{ if .Values.worker.hostNetwork }}, host network{{ end }}{{ if .Values.threefs.enabled }}, a privileged FUSE sidecar{{ end }}); kubectl label namespace {{ .Release.Namespace }} pod-security.kubernetes.io/enforce=privileged --overwrite
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,127 @@
+"""The local control plane of hack/cluster.py, seen from the tests: its API, kubectl, Helm against it, and
+what a release leaves in a namespace."""
+
+import asyncio
+import functools
+import importlib.util
+import json
+import subprocess
+import time
+import uuid
+
+import pyhelm3
+from kubernetes import client, config
+
+from tests.helm import CHART, ROOT, helm_executable
+
+spec = importlib.util.spec_from_file_location("cluster_script", ROOT / "hack" / "cluster.py")
+cluster_script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cluster_script)
+
+KUBECONFIG = cluster_script.DEFAULT_OUT / "kubeconfig"
+KUBECTL = cluster_script.bin_dir() / "kubectl"
+# What a test overlay sets where an environment leaves a PLACEHOLDER: no image is pulled here.
+CLUSTER_VALUES = {
+    "hooks": {"image": {"registry": "registry.test:5000"}},
+    "threefs": {"fdbClusterFile": "dynamo:abc123@10.2.10.55:4510", "fuse": {"image": {"tag": "1.0"}}},
+}
+PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
+
+
+def ensure_running():
+    """Start the cluster when it is not running (a second call returns at once)."""
+    if subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "hack/cluster.py"), "status"],
+                      capture_output=True).returncode != 0:
+        subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "hack/cluster.py"), "up"], check=True,
+                       timeout=1800)
+
+
+@functools.cache
+def api():
+    return config.new_client_from_config(config_file=str(KUBECONFIG))
+
+
+def core():
+    return client.CoreV1Api(api())
+
+
+def kubectl(*args, check=True, input=None):
+    return subprocess.run([str(KUBECTL), f"--kubeconfig={KUBECONFIG}", *args], capture_output=True, text=True,
+                          timeout=120, check=check, input=input)
+
+
+def helm(major, *args, check=True, timeout=600):
+    """A helm command against the cluster (for what pyhelm3 does not do: test, rollback, status)."""
+    return subprocess.run([helm_executable(major), f"--kubeconfig={KUBECONFIG}", *args], capture_output=True,
+                          text=True, timeout=timeout, check=check)
+
+
+@functools.cache
+def _helm_client(major):
+    return pyhelm3.Client(executable=helm_executable(major), kubeconfig=KUBECONFIG, default_timeout="5m")
+
+
+def install(major, release, namespace, *values, wait=True, timeout="5m"):
+    """`helm upgrade --install` through pyhelm3; returns the ReleaseRevision."""
+    async def run():
+        client_ = _helm_client(major)
+        chart = await client_.get_chart(CHART)
+        return await client_.install_or_upgrade_release(release, chart, *values, namespace=namespace,
+                                                        create_namespace=False, wait=wait, timeout=timeout)
+    return asyncio.run(run())
+
+
+def uninstall(major, release, namespace):
+    async def run():
+        await _helm_client(major).uninstall_release(release, namespace=namespace, wait=True, timeout="5m")
+    asyncio.run(run())
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def create_namespace(name, labels=PRIVILEGED):
+    core().create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=dict(labels))))
+    # A new namespace races the creation of its default ServiceAccount.
+    wait_until(lambda: any(sa.metadata.name == "default"
+                           for sa in core().list_namespaced_service_account(name).items), f"{name}/default")
+    return name
+
+
+def delete_namespace(name):
+    core().delete_namespace(name, propagation_policy="Background")
+
+
+def wait_until(condition, what, within=120.0, every=0.5):
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {within:g} s")
+        time.sleep(every)
+
+
+@functools.cache
+def namespaced_resources():
+    """Every namespaced resource type the server lists (kubectl api-resources), as kubectl names them."""
+    out = kubectl("api-resources", "--namespaced=true", "--verbs=list", "-o", "name").stdout
+    # Events are the cluster's record of what happened, not objects of the release.
+    return [r for r in out.split() if r not in ("events", "events.events.k8s.io")]
+
+
+def objects_of(release, namespace):
+    """"kind/name" of every object in `namespace` that belongs to `release`: by its instance label, or by
+    a name that starts with the release name (objects Helm or a controller made without labels)."""
+    found = set()
+    out = kubectl("get", ",".join(namespaced_resources()), "-n", namespace, "-o", "json").stdout
+    for item in json.loads(out)["items"]:
+        meta = item["metadata"]
+        labels = meta.get("labels") or {}
+        name = meta["name"]
+        if labels.get("app.kubernetes.io/instance") == release or name.startswith(f"{release}-") \
+                or name.startswith(f"sh.helm.release.v1.{release}."):
+            found.add(f"{item['kind']}/{name}")
+    return sorted(found)

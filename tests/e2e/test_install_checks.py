@@ -1,0 +1,67 @@
+"""What the API server adds to rendering: lookups at install, a server-side dry run, and releases side by side."""
+
+import time
+
+import pytest
+
+from tests.e2e import cluster
+from tests.helm import ENVIRONMENTS, environment_values
+
+
+@pytest.mark.parametrize("level", ["baseline", "restricted"])
+def test_a_namespace_that_is_not_privileged_fails_at_once_naming_the_label(helm_major, level, seed_services):
+    namespace = cluster.create_namespace(cluster.unique("e2e-pss"), {"pod-security.kubernetes.io/enforce": level})
+    try:
+        started = time.monotonic()
+        done = cluster.helm(helm_major, "install", "dynamo", str(cluster.CHART), "-n", namespace, "--wait",
+                            "--timeout", "5m", "-f", str(cluster.ROOT / "values/ipoib.yaml"),
+                            "--set", "hooks.image.registry=registry.test:5000", check=False)
+        elapsed = time.monotonic() - started
+        assert done.returncode != 0
+        assert (f"namespace {namespace}: its label pod-security.kubernetes.io/enforce={level} rejects the worker pods "
+                "(host paths, host network, a privileged FUSE sidecar); kubectl label namespace "
+                f"{namespace} pod-security.kubernetes.io/enforce=privileged --overwrite") in done.stderr
+        assert elapsed < 60  # at rendering, not after a hook Job's timeout
+        # Nothing was created: not even the release record.
+        assert cluster.objects_of("dynamo", namespace) == []
+    finally:
+        cluster.delete_namespace(namespace)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_server_side_dry_run(env, helm_major, namespace, seed_services):
+    """The API server validates and admits every object (PodSecurity included) without creating any."""
+    done = cluster.helm(helm_major, "install", "dynamo", str(cluster.CHART), "-n", namespace, "--dry-run=server",
+                        "-f", str(cluster.ROOT / f"values/{env}.yaml"), "--set", "hooks.image.registry=registry.test:5000",
+                        "--set", "threefs.fuse.image.tag=1.0",
+                        "--set", "threefs.fdbClusterFile=dynamo:abc123@10.2.10.55:4510", check=False)
+    assert done.returncode == 0, done.stderr
+    assert "STATUS: pending-install" in done.stdout
+    assert cluster.objects_of("dynamo", namespace) == []
+
+
+# Objects whose names a controller makes unique per creation.
+GENERATED_NAMES = {"ControllerRevision", "ReplicaSet", "Pod", "EndpointSlice"}
+
+
+def named(release, namespace):
+    """The release's objects in `namespace` whose names the chart chooses."""
+    return {o for o in cluster.objects_of(release, namespace) if o.split("/")[0] not in GENERATED_NAMES}
+
+
+def test_two_releases_in_one_namespace_and_one_in_another(helm_major, namespace, seed_services):
+    """No name collides and no object is shared: each release's uninstall leaves the other whole."""
+    other = cluster.create_namespace(cluster.unique("e2e-other"))
+    values = environment_values("standalone")
+    try:
+        cluster.install(helm_major, "alpha", namespace, values, cluster.CLUSTER_VALUES)
+        cluster.install(helm_major, "beta", namespace, values, cluster.CLUSTER_VALUES)
+        cluster.install(helm_major, "alpha", other, values, cluster.CLUSTER_VALUES)
+        alpha, beta = named("alpha", namespace), named("beta", namespace)
+        assert alpha and beta and not alpha & beta
+        assert named("alpha", other) == alpha
+        cluster.uninstall(helm_major, "alpha", namespace)
+        cluster.wait_until(lambda: cluster.objects_of("alpha", namespace) == [], "alpha gone", within=60)
+        assert named("beta", namespace) == beta and named("alpha", other) == alpha
+    finally:
+        cluster.delete_namespace(other)

@@ -1,0 +1,100 @@
+"""A release's whole life on a real API server, for every environment and both Helm majors: install --wait,
+upgrade, helm test, rollback and uninstall, as chart-testing's `ct install` does it."""
+
+import json
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.e2e import cluster
+from tests.helm import ENVIRONMENTS, environment_values
+
+RELEASE = "dynamo"
+
+
+def release_pods(namespace, release=RELEASE):
+    return cluster.core().list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={release}").items
+
+
+def ready(pod):
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def prepare(namespace, values):
+    """What an environment expects to exist already: the 3FS token Secret it names."""
+    secret = values.get("threefs", {}).get("existingSecret")
+    if values.get("threefs", {}).get("enabled") and secret:
+        cluster.core().create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name=secret), string_data={"token": "test-token"}))
+
+
+def hooks_run(major, namespace, release=RELEASE):
+    """{hook name: last phase} from the release as Helm recorded it."""
+    status = json.loads(cluster.helm(major, "status", release, "-n", namespace, "-o", "json").stdout)
+    return {h["name"]: (h.get("last_run") or {}).get("phase") for h in status.get("hooks") or []}
+
+
+def manifest_objects(major, namespace, release=RELEASE):
+    out = cluster.helm(major, "get", "manifest", release, "-n", namespace).stdout
+    return [o for o in yaml.safe_load_all(out) if o]
+
+
+def worker_env(namespace):
+    sts = client.AppsV1Api(cluster.api()).read_namespaced_stateful_set(f"{RELEASE}-dynamo-offloading-worker",
+                                                                      namespace)
+    worker = next(c for c in sts.spec.template.spec.containers if c.name == "worker")
+    return {e.name: e.value for e in worker.env}, sts
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, seed_services):
+    values = environment_values(env)
+    prepare(namespace, values)
+
+    # install --wait: deployed, every object on the server, every pod of the release Ready.
+    first = cluster.install(helm_major, RELEASE, namespace, values, cluster.CLUSTER_VALUES)
+    assert (first.revision, str(first.status.value if hasattr(first.status, "value") else first.status)) == \
+        (1, "deployed")
+    for obj in manifest_objects(helm_major, namespace):
+        where = ["-n", obj["metadata"].get("namespace", namespace)]
+        assert cluster.kubectl("get", obj["kind"], obj["metadata"]["name"], *where, check=False).returncode == 0, obj
+    pods = release_pods(namespace)
+    assert pods and all(ready(p) for p in pods if p.status.phase != "Succeeded"), \
+        [(p.metadata.name, p.status.phase) for p in pods]
+    assert hooks_run(helm_major, namespace).get(f"{RELEASE}-dynamo-offloading-pre-install") == "Succeeded"
+
+    # upgrade: the pre-upgrade hook runs again, the worker rolls, recorded data survives.
+    record = f"{RELEASE}-dynamo-offloading-endpoints"
+    recorded = {"ETCD_ENDPOINTS": "http://10.1.2.3:2379"}
+    records = values["worker"].get("hostNetwork", True) and env == "ipoib"
+    if records:
+        cluster.core().patch_namespaced_config_map(record, namespace, {"data": recorded})
+    env_before, sts_before = worker_env(namespace)
+    second = cluster.install(helm_major, RELEASE, namespace, values, cluster.CLUSTER_VALUES,
+                             {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}})
+    assert second.revision == 2
+    env_after, sts_after = worker_env(namespace)
+    assert (env_before["DYN_KVBM_CPU_CACHE_GB"], env_after["DYN_KVBM_CPU_CACHE_GB"]) == ("20", "30")
+    assert sts_after.status.update_revision != sts_before.status.current_revision
+    assert sts_after.status.updated_replicas == sts_after.spec.replicas
+    workers = [p for p in release_pods(namespace) if p.metadata.labels["app.kubernetes.io/component"] == "worker"]
+    assert {p.metadata.labels["controller-revision-hash"] for p in workers} == {sts_after.status.update_revision}
+    assert hooks_run(helm_major, namespace).get(f"{RELEASE}-dynamo-offloading-pre-install") == "Succeeded"
+    if records:
+        assert cluster.core().read_namespaced_config_map(record, namespace).data == recorded
+
+    # helm test: passes, and leaves no Pod behind.
+    done = cluster.helm(helm_major, "test", RELEASE, "-n", namespace, "--timeout", "2m")
+    assert "Phase:          Succeeded" in done.stdout or "Phase: Succeeded" in " ".join(done.stdout.split())
+    cluster.wait_until(lambda: not [p for p in release_pods(namespace)
+                                    if p.metadata.labels["app.kubernetes.io/component"] == "test-chat-completion"],
+                       "the test Pod's deletion")
+
+    # rollback to the first revision: the first values again.
+    cluster.helm(helm_major, "rollback", RELEASE, "1", "-n", namespace, "--wait", "--timeout", "5m")
+    assert worker_env(namespace)[0]["DYN_KVBM_CPU_CACHE_GB"] == "20"
+
+    # uninstall: nothing of the release is left, post-delete hook objects included once finished.
+    cluster.uninstall(helm_major, RELEASE, namespace)
+    cluster.wait_until(lambda: cluster.objects_of(RELEASE, namespace) == [], "an empty namespace", within=60)
