@@ -150,7 +150,8 @@ NEEDED_BYTES = 20 * 10**9 + 8 * 2**30 + 32 * 2**30
 @pytest.mark.parametrize("limit,enough", [
     (f"{NEEDED_BYTES // 1024}Ki", True), (f"{NEEDED_BYTES // 1024 - 1}Ki", False),
     (str(NEEDED_BYTES), True), (str(NEEDED_BYTES - 1), False),
-    ("62949672960e0", True), ("6294967295E1", False), ("6294967296E1", True), ("59Gi", True), ("58Gi", False), ("63G", True), ("62G", False)])
+    ("62949672960e0", True), ("6294967295E1", False), ("6294967296E1", True),
+    ("59Gi", True), ("58Gi", False), ("63G", True), ("62G", False)])
 def test_memory_limit_rule_at_its_boundary(limit, enough):
     """Binary and decimal units read exactly, by the chart and by the generator alike."""
     from generator import rules

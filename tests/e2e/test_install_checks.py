@@ -32,8 +32,8 @@ def test_a_namespace_that_is_not_privileged_fails_at_once_naming_the_label(helm_
 def test_server_side_dry_run(env, helm_major, namespace, seed_services):
     """The API server validates and admits every object (PodSecurity included) without creating any."""
     done = cluster.helm(helm_major, "install", "dynamo", str(cluster.CHART), "-n", namespace, "--dry-run=server",
-                        "-f", str(cluster.ROOT / f"values/{env}.yaml"), "--set", "hooks.image.registry=registry.test:5000",
-                        "--set", "threefs.fuse.image.tag=1.0",
+                        "-f", str(cluster.ROOT / f"values/{env}.yaml"),
+                        "--set", "hooks.image.registry=registry.test:5000", "--set", "threefs.fuse.image.tag=1.0",
                         "--set", "threefs.fdbClusterFile=dynamo:abc123@10.2.10.55:4510", check=False)
     assert done.returncode == 0, done.stderr
     assert "STATUS: pending-install" in done.stdout
