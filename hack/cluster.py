@@ -40,6 +40,10 @@ DEFAULT_OUT = ROOT / "build" / "cluster"
 KUBERNETES = "v1.35.4"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
+# The Prometheus Operator's CRDs the chart's PodMonitor and ServiceMonitor need, from its module's
+# example/prometheus-operator-crd/ (the proxy serves this version of the root module).
+PROMETHEUS_OPERATOR = "v0.92.1"
+MONITORING_CRDS = ("monitoring.coreos.com_podmonitors.yaml", "monitoring.coreos.com_servicemonitors.yaml")
 # Bump when the build recipe (flags, binaries) changes: it is part of the cache key.
 RECIPE = "1"
 
@@ -420,6 +424,8 @@ class Cluster:
                 time.sleep(0.5)
         with timed("nodes and the default ServiceAccount"):
             self.create_objects(api, deadline)
+        with timed("Prometheus Operator CRDs"):
+            self.apply_monitoring_crds(bdir)
         log(f"running: {self.server()}")
         log(f"kubeconfig: {self.kubeconfig}")
 
@@ -446,6 +452,21 @@ class Cluster:
                 self.logs_tail()
                 die(f"not Ready: {sorted(names - ready)}; default ServiceAccount: {sa is not None}")
             time.sleep(0.5)
+
+    def apply_monitoring_crds(self, bdir):
+        """PodMonitor and ServiceMonitor, as a cluster with the Prometheus Operator has them."""
+        module = "github.com/prometheus-operator/prometheus-operator"
+        info = json.loads(run([go_binary(), "mod", "download", "-json", f"{module}@{PROMETHEUS_OPERATOR}"],
+                              cwd=cache_dir(), capture=True).stdout)
+        if info.get("Error"):
+            die(f"go mod download {module}@{PROMETHEUS_OPERATOR}: {info['Error']}")
+        crds = pathlib.Path(info["Dir"]) / "example" / "prometheus-operator-crd"
+        kubectl = [bdir / "kubectl", "--kubeconfig", self.kubeconfig]
+        run(kubectl + ["apply", "--server-side", *[a for name in MONITORING_CRDS for a in ("-f", crds / name)]],
+            capture=True)
+        run(kubectl + ["wait", "--for=condition=Established", "--timeout=60s",
+                       "crd/podmonitors.monitoring.coreos.com", "crd/servicemonitors.monitoring.coreos.com"],
+            capture=True)
 
     def down(self, quiet=False):
         kwokctl = bin_dir() / "kwokctl"

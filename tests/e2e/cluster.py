@@ -5,13 +5,16 @@ import asyncio
 import functools
 import importlib.util
 import json
+import pathlib
 import subprocess
 import time
 import uuid
 
 import pyhelm3
+import yaml
 from kubernetes import client, config
 
+from generator.environments import overlay
 from tests.helm import CHART, ROOT, helm_executable
 
 spec = importlib.util.spec_from_file_location("cluster_script", ROOT / "hack" / "cluster.py")
@@ -26,6 +29,13 @@ CLUSTER_VALUES = {
     "threefs": {"fdbClusterFile": "dynamo:abc123@10.2.10.55:4510", "fuse": {"image": {"tag": "1.0"}}},
 }
 PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
+
+
+def values_file(directory, *layers):
+    """The layers merged as Helm merges values files, written to one file for a helm command line."""
+    path = pathlib.Path(directory) / f"values-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(functools.reduce(overlay, layers, {})))
+    return str(path)
 
 
 def ensure_running():
@@ -75,6 +85,14 @@ def uninstall(major, release, namespace):
     async def run():
         await _helm_client(major).uninstall_release(release, namespace=namespace, wait=True, timeout="5m")
     asyncio.run(run())
+
+
+def prepare(namespace, values):
+    """What an environment expects to exist in the release namespace already: the 3FS token Secret it names."""
+    threefs = values.get("threefs", {})
+    if threefs.get("enabled") and threefs.get("existingSecret"):
+        core().create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name=threefs["existingSecret"]), string_data={"token": "test-token"}))
 
 
 def unique(prefix):

@@ -9,13 +9,14 @@ from tests.helm import ENVIRONMENTS, environment_values
 
 
 @pytest.mark.parametrize("level", ["baseline", "restricted"])
-def test_a_namespace_that_is_not_privileged_fails_at_once_naming_the_label(helm_major, level, seed_services):
+def test_a_namespace_that_is_not_privileged_fails_at_once_naming_the_label(helm_major, level, seed_services,
+                                                                             tmp_path):
     namespace = cluster.create_namespace(cluster.unique("e2e-pss"), {"pod-security.kubernetes.io/enforce": level})
     try:
         started = time.monotonic()
         done = cluster.helm(helm_major, "install", "dynamo", str(cluster.CHART), "-n", namespace, "--wait",
-                            "--timeout", "5m", "-f", str(cluster.ROOT / "values/ipoib.yaml"),
-                            "--set", "hooks.image.registry=registry.test:5000", check=False)
+                            "--timeout", "5m", "-f", cluster.values_file(tmp_path, environment_values("ipoib"),
+                                                                         cluster.CLUSTER_VALUES), check=False)
         elapsed = time.monotonic() - started
         assert done.returncode != 0
         assert (f"namespace {namespace}: its label pod-security.kubernetes.io/enforce={level} rejects the worker pods "
@@ -29,12 +30,11 @@ def test_a_namespace_that_is_not_privileged_fails_at_once_naming_the_label(helm_
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_server_side_dry_run(env, helm_major, namespace, seed_services):
+def test_server_side_dry_run(env, helm_major, namespace, seed_services, tmp_path):
     """The API server validates and admits every object (PodSecurity included) without creating any."""
     done = cluster.helm(helm_major, "install", "dynamo", str(cluster.CHART), "-n", namespace, "--dry-run=server",
-                        "-f", str(cluster.ROOT / f"values/{env}.yaml"),
-                        "--set", "hooks.image.registry=registry.test:5000", "--set", "threefs.fuse.image.tag=1.0",
-                        "--set", "threefs.fdbClusterFile=dynamo:abc123@10.2.10.55:4510", check=False)
+                        "-f", cluster.values_file(tmp_path, environment_values(env), cluster.CLUSTER_VALUES),
+                        check=False)
     assert done.returncode == 0, done.stderr
     assert "STATUS: pending-install" in done.stdout
     assert cluster.objects_of("dynamo", namespace) == []

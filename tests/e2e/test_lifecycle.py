@@ -21,14 +21,6 @@ def ready(pod):
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def prepare(namespace, values):
-    """What an environment expects to exist already: the 3FS token Secret it names."""
-    secret = values.get("threefs", {}).get("existingSecret")
-    if values.get("threefs", {}).get("enabled") and secret:
-        cluster.core().create_namespaced_secret(namespace, client.V1Secret(
-            metadata=client.V1ObjectMeta(name=secret), string_data={"token": "test-token"}))
-
-
 def hooks_run(major, namespace, release=RELEASE):
     """{hook name: last phase} from the release as Helm recorded it."""
     status = json.loads(cluster.helm(major, "status", release, "-n", namespace, "-o", "json").stdout)
@@ -50,7 +42,7 @@ def worker_env(namespace):
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, seed_services):
     values = environment_values(env)
-    prepare(namespace, values)
+    cluster.prepare(namespace, values)
 
     # install --wait: deployed, every object on the server, every pod of the release Ready.
     first = cluster.install(helm_major, RELEASE, namespace, values, cluster.CLUSTER_VALUES)
