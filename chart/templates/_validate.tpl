@@ -4,7 +4,7 @@ environments in values/. Every problem is collected, then one fail reports them 
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "workerNodes" "ports" "startup" "memory" }}
+{{- range $rule := list "podSecurity" "persistence" "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "workerNodes" "ports" "startup" "memory" }}
 {{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
 {{- if $out }}
 {{- $messages = concat $messages (splitList "\n" $out | compact) }}
@@ -25,6 +25,29 @@ which only the privileged level admits. Failing here beats a hook Job that can n
 {{- $level := dig "metadata" "labels" "pod-security.kubernetes.io/enforce" "" $ns }}
 {{- if and $level (ne $level "privileged") }}
 namespace {{ .Release.Namespace }}: its label pod-security.kubernetes.io/enforce={{ $level }} rejects the worker pods (host paths{{ if .Values.worker.hostNetwork }}, host network{{ end }}{{ if .Values.threefs.enabled }}, a privileged FUSE sidecar{{ end }}); kubectl label namespace {{ .Release.Namespace }} pod-security.kubernetes.io/enforce=privileged --overwrite
+{{- end }}
+{{- end }}
+
+{{/*
+The embedded etcd and NATS StatefulSets already in the cluster (read at upgrade, nothing under helm
+template): their volumeClaimTemplates cannot change, so a new persistence setting would fail the upgrade
+half-way instead.
+*/}}
+{{- define "dynamo-offloading.validateValues.persistence" -}}
+{{- range $name := list "etcd" "nats" }}
+{{- $embedded := get (get $.Values $name) "embedded" }}
+{{- $sts := include "dynamo-offloading.component.fullname" (dict "root" $ "component" $name) }}
+{{- $live := lookup "apps/v1" "StatefulSet" $.Release.Namespace $sts | default dict }}
+{{- if and $embedded.enabled $live }}
+{{- $claim := first (dig "spec" "volumeClaimTemplates" list $live) | default dict }}
+{{- $size := dig "spec" "resources" "requests" "storage" "0" $claim }}
+{{- $class := dig "spec" "storageClassName" "" $claim }}
+{{- $p := $embedded.persistence }}
+{{- $sameSize := eq (include "dynamo-offloading.quantityBytes" $size) (include "dynamo-offloading.quantityBytes" $p.size) }}
+{{- if not (ternary (and $claim $sameSize (eq $class $p.storageClass)) (not $claim) $p.enabled) }}
+{{ $name }}.embedded.persistence: the StatefulSet {{ $sts }} has {{ if $claim }}a data claim of {{ $size }}{{ with $class }} of StorageClass {{ . }}{{ end }}{{ else }}no data claim{{ end }}, and a StatefulSet's volumeClaimTemplates cannot change; keep the values that made it, or delete it but not its pods and claims (kubectl -n {{ $.Release.Namespace }} delete statefulset {{ $sts }} --cascade=orphan) and upgrade again
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 

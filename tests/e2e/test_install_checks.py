@@ -1,7 +1,9 @@
 """What the API server adds to rendering: lookups at install, a server-side dry run, and releases side by side."""
 
+import json
 import time
 
+import pyhelm3
 import pytest
 
 from tests.e2e import cluster
@@ -65,3 +67,24 @@ def test_two_releases_in_one_namespace_and_one_in_another(helm_major, namespace,
         assert named("beta", namespace) == beta and named("alpha", other) == alpha
     finally:
         cluster.delete_namespace(other)
+
+
+def test_an_upgrade_that_would_change_the_embedded_claims_is_refused(helm_major, namespace):
+    """A StatefulSet's volumeClaimTemplates are immutable: refused at rendering, naming the value and the fix,
+    and the release stays as it was. The same size written another way, and other changes, go through."""
+    values = environment_values("standalone")
+    cluster.install(helm_major, "dynamo", namespace, values, cluster.CLUSTER_VALUES)
+    for change in ({"size": "2Gi"}, {"storageClass": "fast"}, {"enabled": False}):
+        with pytest.raises(pyhelm3.errors.Error) as caught:
+            cluster.install(helm_major, "dynamo", namespace, values, cluster.CLUSTER_VALUES,
+                            {"etcd": {"embedded": {"persistence": change}}})
+        assert (f"etcd.embedded.persistence: the StatefulSet dynamo-dynamo-offloading-etcd has a data claim of 1Gi, "
+                "and a StatefulSet's volumeClaimTemplates cannot change; keep the values that made it, or delete "
+                f"it but not its pods and claims (kubectl -n {namespace} delete statefulset "
+                "dynamo-dynamo-offloading-etcd --cascade=orphan) and upgrade again") in str(caught.value)
+    status = json.loads(cluster.helm(helm_major, "status", "dynamo", "-n", namespace, "-o", "json").stdout)
+    assert (status["version"], status["info"]["status"]) == (1, "deployed")
+    second = cluster.install(helm_major, "dynamo", namespace, values, cluster.CLUSTER_VALUES,
+                             {"etcd": {"embedded": {"persistence": {"size": "1024Mi", "keepOnUninstall": True}}},
+                              "kvbm": {"cpuCacheGB": 10}})
+    assert second.revision == 2
