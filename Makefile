@@ -106,7 +106,7 @@ cluster-down: ## Stop the local control plane and free its ports
 e2e: .tools/.helm cluster ## helm install, upgrade, test, rollback and uninstall on the local control plane (Helm 3 and 4)
 	$(VENV)/bin/pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
-bench: .tools/.helm $(VENV)/.installed ## Time rendering and each hook step against real servers; prints a table
+bench: .tools/.helm cluster ## Time rendering, each hook step and a release's install/upgrade/uninstall; prints a table
 	$(PYTHON) hack/bench.py
 
 clean: ## Remove build outputs (keeps .venv and .tools)

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""make bench: how long rendering the chart and each hook step take here, printed as a table.
+"""make bench: how long rendering the chart, each hook step and a release's life on the local control plane
+take here, printed as a table.
 
 Every figure is measured against the real thing on loopback (Helm binaries, etcd, nats-server, a 3FS
-wire-format peer, tmpfs mounts); nothing is asserted, so a slow machine prints slow figures."""
+wire-format peer, tmpfs mounts, the cluster of hack/cluster.py); nothing is asserted, so a slow machine
+prints slow figures."""
 
 import os
 import pathlib
@@ -16,6 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dynamo_hooks import etcd, mgmtd, mounts, nats  # noqa: E402
+from tests.e2e import cluster  # noqa: E402
+from tests.helm import environment_values  # noqa: E402
 from tests.hooks.servers import etcd_server, nats_server  # noqa: E402
 from tests.hooks.threefs_peer import ThreeFSPeer  # noqa: E402
 
@@ -46,6 +50,28 @@ def mount_tmpfs(directory, count):
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", f"bench{i}", str(point)], check=True)
 
 
+def release_cycle(major, env, runs):
+    """Medians of helm install --wait (to every pod Ready), upgrade --wait and uninstall --wait on the local
+    control plane, each release in a fresh namespace."""
+    values = [environment_values(env), cluster.CLUSTER_VALUES]
+    upgrade = {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}}
+    samples = {"install": [], "upgrade": [], "uninstall": []}
+
+    def measure(step, action, *args):
+        start = time.perf_counter()
+        action(*args)
+        samples[step].append(time.perf_counter() - start)
+
+    for _ in range(runs):
+        namespace = cluster.create_namespace(cluster.unique("bench"))
+        cluster.prepare(namespace, values[0])
+        measure("install", cluster.install, major, "dynamo", namespace, *values)
+        measure("upgrade", cluster.install, major, "dynamo", namespace, *values, upgrade)
+        measure("uninstall", cluster.uninstall, major, "dynamo", namespace)
+        cluster.delete_namespace(namespace)
+    return {step: statistics.median(values) for step, values in samples.items()}
+
+
 def rows(tmp):
     for major in (3, 4):
         yield f"helm{major} template values/ipoib.yaml", *timed(lambda m=major: helm_template(m, "ipoib"), 5)
@@ -66,6 +92,11 @@ def rows(tmp):
         root.mkdir()
         mount_tmpfs(root, 50)
         yield "cleanup-mounts, 50 tmpfs mounts", *timed(lambda: mounts.cleanup(str(root)), 1)
+    cluster.ensure_running()
+    for major in (3, 4):
+        for env in ("ipoib", "standalone"):
+            for step, median in release_cycle(major, env, 3).items():
+                yield f"helm{major} {step} --wait values/{env}.yaml (cluster)", median, 3
 
 
 def main():
