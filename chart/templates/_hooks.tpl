@@ -108,6 +108,17 @@ helm.sh/hook-weight: {{ .weight | quote }}
 {{- end }}
 
 {{/*
+Labels of a pod that runs dynamo-hooks in a Job: its component's selector labels and hooks.podLabels.
+Context: (dict "root" $ "component" "pre-install").
+*/}}
+{{- define "dynamo-offloading.hooks.podLabels" -}}
+{{ include "dynamo-offloading.selectorLabels" . }}
+{{- with .root.Values.hooks.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
 The container settings dynamo-hooks runs with wherever it runs: image, environment (with `peers`, the
 etcd/NATS credentials and certificates as the worker gets them), resources, a restricted non-root
 context with a read-only root filesystem, and its volume mounts: a writable /tmp (client certificates

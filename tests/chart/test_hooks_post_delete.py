@@ -152,3 +152,14 @@ def test_the_rendered_coordinator_runs_the_rendered_node_job(monkeypatch, tmp_pa
         assert job["metadata"]["ownerReferences"][0]["uid"] == expand["$(POD_UID)"]
         assert container(job, "cleanup-mounts")["securityContext"]["privileged"] is True
     assert "cleanup: ok (gpu-a, gpu-b.rack-2, gpu-c)" in capsys.readouterr().out
+
+
+def test_hook_pods_carry_hooks_pod_labels():
+    """The pods that run dynamo-hooks in Jobs, the per-node cleanup Jobs' included, get hooks.podLabels."""
+    objects = render(IPOIB, NODES, {"hooks": {"podLabels": {"team": "ml"}}})
+    templates = [one(objects, "Job", "pre-install")["spec"]["template"],
+                 one(objects, "Job", "cleanup")["spec"]["template"],
+                 yaml.safe_load(one(objects, "ConfigMap", "cleanup-node")["data"]["job.yaml"])["spec"]["template"]]
+    for template in templates:
+        labels = template["metadata"]["labels"]
+        assert labels["team"] == "ml" and labels["app.kubernetes.io/instance"] == "dynamo"

@@ -21,10 +21,11 @@ def ready(pod):
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def hooks_run(major, namespace, release=RELEASE):
-    """{hook name: last phase} from the release as Helm recorded it."""
+def last_run(major, namespace, hook, release=RELEASE):
+    """(phase, start time) of a hook's last run, as Helm recorded it in the release."""
     status = json.loads(cluster.helm(major, "status", release, "-n", namespace, "-o", "json").stdout)
-    return {h["name"]: (h.get("last_run") or {}).get("phase") for h in status.get("hooks") or []}
+    run = next(h.get("last_run") or {} for h in status.get("hooks") or [] if h["name"] == hook)
+    return run.get("phase"), run.get("started_at")
 
 
 def manifest_objects(major, namespace, release=RELEASE):
@@ -54,25 +55,32 @@ def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, see
     pods = release_pods(namespace)
     assert pods and all(ready(p) for p in pods if p.status.phase != "Succeeded"), \
         [(p.metadata.name, p.status.phase) for p in pods]
-    assert hooks_run(helm_major, namespace).get(f"{RELEASE}-dynamo-offloading-pre-install") == "Succeeded"
+    pre_install = f"{RELEASE}-dynamo-offloading-pre-install"
+    phase, installed_at = last_run(helm_major, namespace, pre_install)
+    assert phase == "Succeeded"
 
     # upgrade: the pre-upgrade hook runs again, the worker rolls, recorded data survives.
     record = f"{RELEASE}-dynamo-offloading-endpoints"
     recorded = {"ETCD_ENDPOINTS": "http://10.1.2.3:2379"}
-    records = values["worker"].get("hostNetwork", True) and env == "ipoib"
+    records = any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == record
+                  for o in manifest_objects(helm_major, namespace))
     if records:
         cluster.core().patch_namespaced_config_map(record, namespace, {"data": recorded})
     env_before, sts_before = worker_env(namespace)
-    second = cluster.install(helm_major, RELEASE, namespace, values, cluster.CLUSTER_VALUES,
-                             {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}})
+    upgrade = {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}, "worker": {"engine": {"max_batch_size": 32}}}
+    second = cluster.install(helm_major, RELEASE, namespace, values, cluster.CLUSTER_VALUES, upgrade)
     assert second.revision == 2
     env_after, sts_after = worker_env(namespace)
     assert (env_before["DYN_KVBM_CPU_CACHE_GB"], env_after["DYN_KVBM_CPU_CACHE_GB"]) == ("20", "30")
+    # The engine config changed, and only its checksum moved.
+    before, after = (s.spec.template.metadata.annotations for s in (sts_before, sts_after))
+    assert {k for k in after if before.get(k) != after[k]} == {"checksum/engine-config"}
     assert sts_after.status.update_revision != sts_before.status.current_revision
     assert sts_after.status.updated_replicas == sts_after.spec.replicas
     workers = [p for p in release_pods(namespace) if p.metadata.labels["app.kubernetes.io/component"] == "worker"]
     assert {p.metadata.labels["controller-revision-hash"] for p in workers} == {sts_after.status.update_revision}
-    assert hooks_run(helm_major, namespace).get(f"{RELEASE}-dynamo-offloading-pre-install") == "Succeeded"
+    phase, upgraded_at = last_run(helm_major, namespace, pre_install)
+    assert phase == "Succeeded" and upgraded_at != installed_at  # it ran again, as pre-upgrade
     if records:
         assert cluster.core().read_namespaced_config_map(record, namespace).data == recorded
 
