@@ -310,8 +310,9 @@ def _accepts(port):
 
 
 @contextlib.contextmanager
-def silent_listener():
-    """A port that completes TCP connections and never sends a byte; yields the port."""
+def _listener(handle):
+    """A loopback port whose every accepted connection goes to handle(connection, stop), `stop` being set at
+    the end; yields the port, and closes the connections and the port on exit."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
@@ -322,50 +323,11 @@ def silent_listener():
         server.settimeout(0.1)
         while not stop.is_set():
             try:
-                connections.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for c in connections:
-            c.close()
-        server.close()
-
-
-@contextlib.contextmanager
-def dripping_listener(payload, interval=0.2):
-    """A port whose every connection gets `payload` one byte at a time, one byte per `interval` seconds: a peer
-    that keeps each read alive forever without ever finishing an answer. Yields the port."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    stop = threading.Event()
-
-    def drip(connection):
-        with connection:
-            for byte in payload:
-                if stop.wait(interval):
-                    return
-                try:
-                    connection.sendall(bytes([byte]))
-                except OSError:
-                    return
-            stop.wait()
-
-    def accept():
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
                 connection = server.accept()[0]
             except OSError:
                 continue
-            threading.Thread(target=drip, args=(connection,), daemon=True).start()
+            connections.append(connection)
+            handle(connection, stop)
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -374,7 +336,30 @@ def dripping_listener(payload, interval=0.2):
     finally:
         stop.set()
         thread.join(5)
+        for connection in connections:
+            connection.close()
         server.close()
+
+
+def silent_listener():
+    """A port that completes TCP connections and never sends a byte; yields the port."""
+    return _listener(lambda connection, stop: None)
+
+
+def dripping_listener(payload, interval=0.2):
+    """A port whose every connection gets `payload` one byte at a time, one byte per `interval` seconds: a peer
+    that keeps each read alive forever without ever finishing an answer. Yields the port."""
+    def drip(connection, stop):
+        for byte in payload:
+            if stop.wait(interval):
+                return
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    return _listener(lambda connection, stop: threading.Thread(target=drip, args=(connection, stop),
+                                                               daemon=True).start())
 
 
 @contextlib.contextmanager
