@@ -57,7 +57,7 @@ spec:
 {{/*
 Command and environment of a container that downloads the model into HF_HOME (the worker's cache path):
 the snapshot the worker is pinned to, else the revision it resolves on the node; with `files`, a list of
-patterns, only those files. Context: (dict "root" $ "files" (list "config.json")).
+patterns, only those files; `env`, more EnvVars. Context: (dict "root" $ "files" (list "config.json") "env" list).
 */}}
 {{- define "dynamo-offloading.model.download" -}}
 {{- $m := .root.Values.worker.model -}}
@@ -80,5 +80,8 @@ env:
   {{- with .files }}
   - name: MODEL_FILES
     value: {{ join "," . | quote }}
+  {{- end }}
+  {{- with .env }}
+  {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}

@@ -170,7 +170,7 @@ on the bare staging directory would write the disk tier onto the node.
 {{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
 {{- $wait := int .Values.threefs.fuse.mountTimeoutSeconds -}}
 waited=0
-until {{ include "dynamo-offloading.threefs.mountIsLive" . }}; do
+until {{ include "dynamo-offloading.threefs.mountIsLive" . }} 2>/dev/null; do
   if [ "$waited" -ge {{ $wait }} ]; then
     echo "3FS is not mounted at {{ $mp }} after {{ $wait }} s; not starting on the node's disk" >&2
     exit 1
