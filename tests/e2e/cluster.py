@@ -71,12 +71,15 @@ def _helm_client(major):
     return pyhelm3.Client(executable=helm_executable(major), kubeconfig=KUBECONFIG, default_timeout="5m")
 
 
-def install(major, release, namespace, *values, wait=True, timeout="5m"):
-    """`helm upgrade --install` through pyhelm3; returns the ReleaseRevision."""
+def install(major, release, namespace, *values, wait=True, timeout="5m", chart=CHART):
+    """`helm upgrade --install` of `chart` through pyhelm3 with the values layered as Helm layers values files
+    (lists replaced, not joined as pyhelm3 merges several dicts); returns the ReleaseRevision."""
+    merged = functools.reduce(overlay, values, {})
+
     async def run():
         client_ = _helm_client(major)
-        chart = await client_.get_chart(CHART)
-        return await client_.install_or_upgrade_release(release, chart, *values, namespace=namespace,
+        chart_ = await client_.get_chart(chart)
+        return await client_.install_or_upgrade_release(release, chart_, merged, namespace=namespace,
                                                         create_namespace=False, wait=wait, timeout=timeout)
     return asyncio.run(run())
 

@@ -141,10 +141,11 @@ class Etcd:
     data_dir: str
     process: Process
     context: ssl.SSLContext | None = None  # a client context that works (TLS only)
+    host: str = "127.0.0.1"
 
     @property
     def address(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def health(self, timeout=1.0):
         """The /health JSON, or None."""
@@ -179,15 +180,17 @@ class Etcd:
         self.process.stop()
 
 
-def etcd_member(directory, name="default", tls=None, client_port=None, peer_port=None, initial_cluster=None):
+def etcd_member(directory, name="default", tls=None, client_port=None, peer_port=None, initial_cluster=None,
+                host="127.0.0.1", prefix=()):
     """Start one etcd 3.4 member without waiting for it (members of a cluster wait for each other).
-    `tls` (Certs) serves clients over HTTPS and requires a client certificate; peers stay plain HTTP."""
+    `tls` (Certs) serves clients over HTTPS and requires a client certificate; peers stay plain HTTP.
+    `host` is the address it listens on, `prefix` what runs it (e.g. ip netns exec NAME)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     client_port = client_port or free_port()
     peer_port = peer_port or free_port()
     scheme = "https" if tls else "http"
-    url, peer_url = f"{scheme}://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    url, peer_url = f"{scheme}://{host}:{client_port}", f"http://{host}:{peer_port}"
     data_dir = directory / f"{name}.etcd"
     args = [ETCD, "--name", name, "--data-dir", str(data_dir),
             "--listen-client-urls", url, "--advertise-client-urls", url,
@@ -200,17 +203,17 @@ def etcd_member(directory, name="default", tls=None, client_port=None, peer_port
                  "--trusted-ca-file", tls.ca, "--client-cert-auth"]
     # etcd reads ETCD_* variables as flags: keep the caller's environment out.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
-    process = Process(args, directory / f"{name}.log", env=env)
+    process = Process([*prefix, *args], directory / f"{name}.log", env=env)
     context = tls.client_context() if tls else None
     if context:  # the server's own health checks connect by IP, whatever names a test gave its certificate
         context.check_hostname = False
-    return Etcd(name, url, client_port, peer_url, str(data_dir), process, context)
+    return Etcd(name, url, client_port, peer_url, str(data_dir), process, context, host)
 
 
 @contextlib.contextmanager
-def etcd_server(directory, tls=None, name="default"):
+def etcd_server(directory, tls=None, name="default", host="127.0.0.1", prefix=()):
     """A single-member etcd, healthy when the context is entered, stopped when it ends."""
-    server = etcd_member(directory, name=name, tls=tls)
+    server = etcd_member(directory, name=name, tls=tls, host=host, prefix=prefix)
     try:
         server.wait_ready()
         yield server
@@ -251,18 +254,19 @@ class Nats:
     port: int
     config: str
     process: Process
+    host: str = "127.0.0.1"
 
     @property
     def address(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def stop(self):
         self.process.stop()
 
 
-def _sends_info(port):
+def _sends_info(port, host="127.0.0.1"):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        with socket.create_connection((host, port), timeout=0.5) as s:
             return s.recv(5) == b"INFO "
     except OSError:
         return False
@@ -273,13 +277,15 @@ def _conf(value):
 
 
 @contextlib.contextmanager
-def nats_server(directory, jetstream=True, user=None, password=None, tls=None, handshake_first=False, extra=""):
+def nats_server(directory, jetstream=True, user=None, password=None, tls=None, handshake_first=False, extra="",
+                host="127.0.0.1", prefix=()):
     """A nats-server configured by a file in `directory`, accepting clients when the context is entered.
-    `tls` (Certs) requires TLS with a client certificate; `extra` is appended to the configuration."""
+    `tls` (Certs) requires TLS with a client certificate; `extra` is appended to the configuration; `host` is
+    the address it listens on, `prefix` what runs it (e.g. ip netns exec NAME)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    lines = [f"listen: 127.0.0.1:{port}", f"server_name: test-{port}"]
+    lines = [f"listen: {host}:{port}", f"server_name: test-{port}"]
     if jetstream:
         lines.append(f"jetstream {{ store_dir: {_conf(directory / f'js-{port}')}, "
                      "max_memory_store: 64MB, max_file_store: 256MB }")
@@ -291,19 +297,19 @@ def nats_server(directory, jetstream=True, user=None, password=None, tls=None, h
                      + (", handshake_first: true" if handshake_first else "") + " }")
     config = directory / f"nats-{port}.conf"
     config.write_text("\n".join(lines) + "\n" + extra)
-    process = Process([NATS_SERVER, "-c", str(config)], directory / f"nats-{port}.log")
+    process = Process([*prefix, NATS_SERVER, "-c", str(config)], directory / f"nats-{port}.log")
     try:
         # A handshake-first server says nothing until TLS: wait for its port only.
-        ready = (lambda: _accepts(port)) if handshake_first else (lambda: _sends_info(port))
+        ready = (lambda: _accepts(port, host)) if handshake_first else (lambda: _sends_info(port, host))
         _wait("nats-server", process, ready)
-        yield Nats(f"{'tls' if tls else 'nats'}://127.0.0.1:{port}", port, str(config), process)
+        yield Nats(f"{'tls' if tls else 'nats'}://{host}:{port}", port, str(config), process, host)
     finally:
         process.stop()
 
 
-def _accepts(port):
+def _accepts(port, host="127.0.0.1"):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False

@@ -1,0 +1,179 @@
+"""The pre-install/pre-upgrade hook executed for real inside the cluster (tests/e2e/runner.py runs its pod):
+its own ServiceAccount token and RBAC against the API server, the seed's Services resolved through their
+EndpointSlices to real etcd and NATS servers in a network namespace of the test, a 3FS mgmtd wire-format
+peer on loopback, and Helm waiting for the true verdict."""
+
+import shutil
+
+import pyhelm3
+import pytest
+from kubernetes import client
+
+from tests.e2e import cluster
+from tests.e2e.netns import network_host
+from tests.e2e.runner import LABEL, PodRunner
+from tests.helm import environment_values
+from tests.hooks import servers
+from tests.hooks.threefs_peer import ThreeFSPeer
+
+RELEASE = "dynamo"
+RECORD = f"{RELEASE}-dynamo-offloading-endpoints"
+
+
+@pytest.fixture(scope="module")
+def peers(seed_services, tmp_path_factory):
+    """etcd and NATS on a test host the EndpointSlices can name (the API server refuses loopback there)."""
+    directory = tmp_path_factory.mktemp("peers")
+    with network_host() as host, \
+            servers.etcd_server(directory / "etcd", host=host.address, prefix=host.prefix) as etcd, \
+            servers.nats_server(directory / "nats", host=host.address, prefix=host.prefix) as nats:
+        yield host, etcd, nats
+
+
+def publish(service, address, port_name, port):
+    """The Service's only serving endpoint, as an EndpointSlice of the test's own."""
+    discovery = client.DiscoveryV1Api(cluster.api())
+    for old in discovery.list_namespaced_endpoint_slice(
+            "baseten", label_selector=f"kubernetes.io/service-name={service},"
+                                      "endpointslice.kubernetes.io/managed-by=e2e").items:
+        discovery.delete_namespaced_endpoint_slice(old.metadata.name, "baseten")
+    discovery.create_namespaced_endpoint_slice("baseten", client.V1EndpointSlice(
+        metadata=client.V1ObjectMeta(generate_name=f"{service}-", labels={
+            "kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "e2e"}),
+        address_type="IPv4", ports=[client.DiscoveryV1EndpointPort(name=port_name, port=port)],
+        endpoints=[client.V1Endpoint(addresses=[address], conditions=client.V1EndpointConditions(
+            ready=True, serving=True, terminating=False))]))
+
+
+def seed_values(mgmtd, **checks):
+    return [environment_values("ipoib"), cluster.CLUSTER_VALUES, {
+        "hooks": {"podLabels": {LABEL: "true"}, "timeoutSeconds": 2,
+                  "preInstall": {"activeDeadlineSeconds": 60, "backoffLimit": 0, "checks": checks}},
+        "threefs": {"mgmtdAddresses": [mgmtd.address("TCP")]}}]
+
+
+def hook_log(runner):
+    """The last pre-install pod's log."""
+    pods = sorted(name for name in runner.logs if "pre-install" in name)
+    return runner.logs[pods[-1]]["pre-install"] if pods else ""
+
+
+@pytest.fixture
+def release_namespace(namespace):
+    cluster.prepare(namespace, environment_values("ipoib"))
+    return namespace
+
+
+def test_seed_topology_resolved_verified_and_recorded(peers, release_namespace, tmp_path):
+    host, etcd, nats = peers
+    namespace = release_namespace
+    publish("etcd-headless", host.address, "client", etcd.port)
+    publish("nats-headless", host.address, "nats", nats.port)
+    with ThreeFSPeer("primary", cluster_id="ipoib") as mgmtd, PodRunner(namespace) as runner:
+        values = seed_values(mgmtd)
+        first = cluster.install(4, RELEASE, namespace, *values, timeout="3m")
+        assert first.revision == 1
+        log = hook_log(runner).splitlines()
+        assert f"etcd: ok (http://{host.address}:{etcd.port})" in log
+        assert f"nats: ok (nats://{host.address}:{nats.port})" in log
+        assert f"mgmtd: ok ({mgmtd.address('TCP')})" in log
+        # Helm creates the record ConfigMap only after pre-install hooks: the first install records nothing.
+        assert any("does not exist yet (a first install)" in line for line in log)
+
+        # etcd's pods moved: the pre-upgrade hook resolves the new address and records it.
+        with servers.etcd_server(tmp_path / "moved", host=host.address, prefix=host.prefix) as moved:
+            publish("etcd-headless", host.address, "client", moved.port)
+            cluster.install(4, RELEASE, namespace, *values, {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}},
+                            timeout="3m")
+            record = cluster.core().read_namespaced_config_map(RECORD, namespace).data
+            assert record["ETCD_ENDPOINTS"] == f"http://{host.address}:{moved.port}"
+            assert record["NATS_SERVER"] == f"nats://{host.address}:{nats.port}"
+        publish("etcd-headless", host.address, "client", etcd.port)
+        cluster.uninstall(4, RELEASE, namespace)
+
+
+@pytest.mark.parametrize("fault", ["etcd-down", "nats-down", "no-endpoints", "mgmtd-other-cluster"])
+def test_a_failed_required_check_fails_the_install_then_a_fixed_one_succeeds(fault, peers, release_namespace,
+                                                                             tmp_path):
+    host, etcd, nats = peers
+    namespace = release_namespace
+    dead = servers.free_port()
+    publish("etcd-headless", host.address, "client", dead if fault == "etcd-down" else etcd.port)
+    publish("nats-headless", host.address, "nats", dead if fault == "nats-down" else nats.port)
+    if fault == "no-endpoints":
+        client.DiscoveryV1Api(cluster.api()).delete_collection_namespaced_endpoint_slice(
+            "baseten", label_selector="kubernetes.io/service-name=etcd-headless,"
+                                      "endpointslice.kubernetes.io/managed-by=e2e")
+    expected = {
+        "etcd-down": f"etcd http://{host.address}:{dead}: connection refused",
+        "nats-down": f"nats nats://{host.address}:{dead}: connection refused",
+        "no-endpoints": "baseten/etcd-headless: Service baseten/etcd-headless has no serving endpoints",
+        "mgmtd-other-cluster": "serves another 3FS cluster: it rejected cluster id 'ipoib'",
+    }[fault]
+    cluster_id = "other" if fault == "mgmtd-other-cluster" else "ipoib"
+    with ThreeFSPeer("primary", cluster_id=cluster_id) as mgmtd, PodRunner(namespace) as runner:
+        with pytest.raises(pyhelm3.errors.Error) as caught:
+            cluster.install(4, RELEASE, namespace, *seed_values(mgmtd), timeout="2m")
+        assert "pre-install" in str(caught.value) and "failed" in str(caught.value)
+        assert any(expected in line for line in hook_log(runner).splitlines()), hook_log(runner)
+        # What Helm leaves: the failed release's record and the failed hook Job, nothing of the release itself.
+        kinds = {o.split("/")[0] for o in cluster.objects_of(RELEASE, namespace)}
+        assert kinds <= {"Secret", "Job", "Pod"}, kinds
+        assert not [o for o in cluster.objects_of(RELEASE, namespace)
+                    if o.startswith(("StatefulSet/", "Deployment/", "ConfigMap/"))]
+
+    # Fixed: the same install goes through.
+    publish("etcd-headless", host.address, "client", etcd.port)
+    publish("nats-headless", host.address, "nats", nats.port)
+    with ThreeFSPeer("primary", cluster_id="ipoib") as mgmtd, PodRunner(namespace):
+        assert cluster.install(4, RELEASE, namespace, *seed_values(mgmtd), timeout="3m").revision == 2
+        cluster.uninstall(4, RELEASE, namespace)  # its post-delete hook runs here too
+
+
+@pytest.mark.parametrize("mode", ["warn", "off"])
+def test_warn_and_off_checks_let_the_install_go_on(mode, peers, release_namespace, tmp_path):
+    host, etcd, nats = peers
+    namespace = release_namespace
+    publish("etcd-headless", host.address, "client", servers.free_port())  # down
+    publish("nats-headless", host.address, "nats", nats.port)
+    with ThreeFSPeer("primary", cluster_id="ipoib") as mgmtd, PodRunner(namespace) as runner:
+        assert cluster.install(4, RELEASE, namespace, *seed_values(mgmtd, etcd=mode), timeout="3m").revision == 1
+        log = hook_log(runner)
+        assert ("warning: etcd" in log) == (mode == "warn")
+        cluster.uninstall(4, RELEASE, namespace)
+    publish("etcd-headless", host.address, "client", etcd.port)
+
+
+def test_the_runner_refuses_a_pod_that_names_an_address_outside_the_test(release_namespace):
+    """values/ipoib.yaml names the seed's mgmtd, 10.2.10.55: its hook pod is never run here."""
+    namespace = release_namespace
+    values = [environment_values("ipoib"), cluster.CLUSTER_VALUES, {"hooks": {"podLabels": {LABEL: "true"}}}]
+    with PodRunner(namespace) as runner:
+        with pytest.raises(pyhelm3.errors.Error):
+            cluster.install(4, RELEASE, namespace, *values, timeout="1m")
+        logs = [logs["runner"] for name, logs in runner.logs.items() if "pre-install" in name]
+        assert logs and logs[0] == "refused: the pod names addresses outside the test: ['10.2.10.55']"
+        cluster.uninstall(4, RELEASE, namespace)
+
+
+def test_a_missing_permission_is_a_real_403_named_in_the_hook_log(peers, release_namespace, tmp_path):
+    """A copy of the chart whose discovery Role lacks `list` on EndpointSlices: the API server refuses the
+    hook's call, and the hook says which verb its ServiceAccount needs where."""
+    host, etcd, nats = peers
+    namespace = release_namespace
+    publish("etcd-headless", host.address, "client", etcd.port)
+    publish("nats-headless", host.address, "nats", nats.port)
+    chart = tmp_path / "chart"
+    shutil.copytree(cluster.CHART, chart)
+    helpers = chart / "templates" / "_hooks.tpl"
+    text = helpers.read_text()
+    granted = "    resources: [endpointslices]\n    verbs: [list]\n"
+    assert granted in text
+    helpers.write_text(text.replace(granted, "    resources: [endpointslices]\n    verbs: [get]\n"))
+    with ThreeFSPeer("primary", cluster_id="ipoib") as mgmtd, PodRunner(namespace) as runner:
+        with pytest.raises(pyhelm3.errors.Error):
+            cluster.install(4, RELEASE, namespace, *seed_values(mgmtd), timeout="2m", chart=chart)
+        assert (f"error: etcd baseten/etcd-headless: forbidden: cannot list endpointslices in namespace baseten "
+                f"(ServiceAccount {namespace}/{RELEASE}-dynamo-offloading-pre-install needs a Role there granting "
+                "list on endpointslices)") in hook_log(runner).splitlines()
+        cluster.uninstall(4, RELEASE, namespace)
