@@ -45,7 +45,6 @@ class PodRunner:
 
     def __init__(self, namespace, skip_nodes=()):
         self.namespace = namespace
-        # Outside /tmp: a pod's own /tmp is bound over it, and the volumes' sources must stay visible.
         WORKDIR.mkdir(parents=True, exist_ok=True)
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"{namespace}-", dir=WORKDIR))
         self.skip_nodes = set(skip_nodes)
@@ -146,14 +145,12 @@ class PodRunner:
         env = {"PATH": os.environ["PATH"], "HOME": "/tmp",
                "KUBERNETES_SERVICE_HOST": self.api_host, "KUBERNETES_SERVICE_PORT": self.api_port}
         env.update(self._env(pod, container))
-        mounts = [(volumes[m.name], m.mount_path) for m in container.volume_mounts or [] if m.name in volumes]
+        mounts = sorted(((volumes[m.name], m.mount_path) for m in container.volume_mounts or [] if m.name in volumes),
+                        key=lambda pair: pair[1].count("/"))  # a parent before what is mounted below it
         command = [*(container.command or ENTRYPOINT), *(expand(a, env) for a in container.args or [])]
         with self._lock:
             self._created += create_mountpoints([target for _, target in mounts])
-        script = "set -e\n" + "".join(f'mount --bind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"\n'
-                                      for i in range(len(mounts)))
-        script += f'shift {2 * len(mounts)}\nexec "$@"\n'
-        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
+        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mount_script(len(mounts)), "sh",
                 *[str(p) for pair in mounts for p in pair], *command]
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
         return done.returncode, done.stdout + done.stderr
@@ -267,6 +264,17 @@ def write_files(path, data, items, mkdir=True):
         for target in targets:
             (path / target).parent.mkdir(parents=True, exist_ok=True)
             (path / target).write_text(value)
+
+
+def mount_script(count):
+    """sh lines that bind `count` (source, target) pairs given as positional arguments, then exec the rest.
+    Every source is first bound into a private tmpfs: a target such as /tmp may hide a source below it."""
+    lines = ["set -e", "mount -t tmpfs runner /mnt"]
+    for i in range(count):
+        lines += [f"mkdir /mnt/{i}", f'mount --bind "${{{2 * i + 1}}}" /mnt/{i}']
+    for i in range(count):
+        lines += [f'mkdir -p "${{{2 * i + 2}}}"', f'mount --bind /mnt/{i} "${{{2 * i + 2}}}"']
+    return "\n".join(lines + [f"shift {2 * count}", 'exec "$@"']) + "\n"
 
 
 def create_mountpoints(targets):
