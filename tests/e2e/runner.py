@@ -145,8 +145,9 @@ class PodRunner:
         env = {"PATH": os.environ["PATH"], "HOME": "/tmp",
                "KUBERNETES_SERVICE_HOST": self.api_host, "KUBERNETES_SERVICE_PORT": self.api_port}
         env.update(self._env(pod, container))
-        mounts = sorted(((volumes[m.name], m.mount_path) for m in container.volume_mounts or [] if m.name in volumes),
-                        key=lambda pair: pair[1].count("/"))  # a parent before what is mounted below it
+        mounts = [(volumes[m.name], m.mount_path) for m in container.volume_mounts or [] if m.name in volumes]
+        # The checkout (with the venv dynamo-hooks runs from) at its own path again, should a volume hide it.
+        mounts = sorted(mounts + [(ROOT, str(ROOT))], key=lambda pair: pair[1].count("/"))  # parents first
         command = [*(container.command or ENTRYPOINT), *(expand(a, env) for a in container.args or [])]
         with self._lock:
             self._created += create_mountpoints([target for _, target in mounts])
