@@ -79,21 +79,15 @@ class PodRunner:
         while not self._stop.is_set():
             for pod in cluster.core().list_namespaced_pod(self.namespace, label_selector=f"{LABEL}=true").items:
                 name = pod.metadata.name
-                if name in self._started or not pod.spec.node_name or pod.spec.node_name in self.skip_nodes:
-                    continue
                 if pod.metadata.deletion_timestamp:
+                    # Gone at once, as on a kubelet whose containers stopped: kwok's stages skip these pods.
                     self._force_delete(name)
+                    continue
+                if name in self._started or not pod.spec.node_name or pod.spec.node_name in self.skip_nodes:
                     continue
                 self._started.add(name)
                 threading.Thread(target=self._run_pod_or_fail, args=(pod,), daemon=True).start()
-            self._deleting()
             self._stop.wait(0.2)
-
-    def _deleting(self):
-        """Pods being deleted go at once, as a kubelet whose containers stopped: kwok's stages skip them."""
-        for pod in cluster.core().list_namespaced_pod(self.namespace, label_selector=f"{LABEL}=true").items:
-            if pod.metadata.deletion_timestamp:
-                self._force_delete(pod.metadata.name)
 
     def _force_delete(self, name):
         with contextlib.suppress(client.exceptions.ApiException):
