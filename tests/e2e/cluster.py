@@ -111,7 +111,14 @@ def create_namespace(name, labels=PRIVILEGED):
 
 
 def delete_namespace(name):
+    """Delete the namespace, and its pods at once: the runner's pods have no kubelet once the test is over,
+    so a graceful deletion would never finish and their host ports would stay taken. A terminating namespace
+    takes no new pod, so once none is listed none comes back."""
     core().delete_namespace(name, propagation_policy="Background")
+    def no_pods_left():
+        core().delete_collection_namespaced_pod(name, grace_period_seconds=0)
+        return not core().list_namespaced_pod(name).items
+    wait_until(no_pods_left, f"the pods of namespace {name} deleted", within=60)
 
 
 def wait_until(condition, what, within=120.0, every=0.5):

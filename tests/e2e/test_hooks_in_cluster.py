@@ -1,7 +1,7 @@
-"""The pre-install/pre-upgrade hook executed for real inside the cluster (tests/e2e/runner.py runs its pod):
-its own ServiceAccount token and RBAC against the API server, the seed's Services resolved through their
-EndpointSlices to real etcd and NATS servers in a network namespace of the test, a 3FS mgmtd wire-format
-peer on loopback, and Helm waiting for the true verdict."""
+"""The pre-install/pre-upgrade hook and the worker's resolve sidecar executed for real inside the cluster
+(tests/e2e/runner.py runs their pods): their own ServiceAccount tokens and RBAC against the API server, the
+seed's Services resolved through their EndpointSlices to real etcd and NATS servers in a network namespace
+of the test, a 3FS mgmtd wire-format peer on loopback, and Helm waiting for the true verdict."""
 
 import shutil
 
@@ -18,6 +18,8 @@ from tests.hooks.threefs_peer import ThreeFSPeer
 
 RELEASE = "dynamo"
 RECORD = f"{RELEASE}-dynamo-offloading-endpoints"
+WORKER_POD = f"{RELEASE}-dynamo-offloading-worker-0"
+HANDOFF = ". /run/dynamo-offloading/worker.env"  # the start script's line that takes the sidecar's answer
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,33 @@ def seed_values(mgmtd, **checks):
         "threefs": {"mgmtdAddresses": [mgmtd.address("TCP")]}}]
 
 
+def put_model_in_cache(runner, values):
+    """The seed's model in the worker node's Hugging Face cache, as a download leaves it; its snapshot's path
+    on the node."""
+    worker = values["worker"]
+    node_dir = runner.node_dir(worker["nodeSelector"]["kubernetes.io/hostname"])
+    repo = node_dir / worker["model"]["cacheHostPath"].lstrip("/") / "hub" / \
+        ("models--" + worker["model"]["repoId"].replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / worker["model"]["revision"]).write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    return "/" + str((repo / "snapshots" / commit).relative_to(node_dir))
+
+
+def start_worker(runner):
+    """Play the worker container's start up to dynamo.trtllm: its own script's request to the resolve
+    sidecar, then what the start takes from the answer."""
+    pod = cluster.core().read_namespaced_pod(WORKER_POD, runner.namespace)
+    script = next(c for c in pod.spec.containers if c.name == "worker").command[2]
+    assert HANDOFF in script
+    request = script.split(HANDOFF)[0] + HANDOFF + '\necho "$ETCD_ENDPOINTS $NATS_SERVER $MODEL_PATH"\n'
+    done = runner.exec(WORKER_POD, "worker", ["sh", "-ec", request])
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def hook_log(runner):
     """The last pre-install pod's log."""
     pods = sorted(name for name in runner.logs if "pre-install" in name)
@@ -69,26 +98,40 @@ def test_seed_topology_resolved_verified_and_recorded(peers, release_namespace, 
     namespace = release_namespace
     publish("etcd-headless", host.address, "client", etcd.port)
     publish("nats-headless", host.address, "nats", nats.port)
+    etcd_url, nats_url = f"http://{host.address}:{etcd.port}", f"nats://{host.address}:{nats.port}"
     with ThreeFSPeer("primary", cluster_id="ipoib") as mgmtd, PodRunner(namespace) as runner:
-        values = seed_values(mgmtd)
+        values = [*seed_values(mgmtd), {"worker": {"podLabels": {LABEL: "true"}}}]
+        snapshot = put_model_in_cache(runner, environment_values("ipoib"))
         first = cluster.install(4, RELEASE, namespace, *values, timeout="3m")
         assert first.revision == 1
         log = hook_log(runner).splitlines()
-        assert f"etcd: ok (http://{host.address}:{etcd.port})" in log
-        assert f"nats: ok (nats://{host.address}:{nats.port})" in log
+        assert f"etcd: ok ({etcd_url})" in log
+        assert f"nats: ok ({nats_url})" in log
         assert f"mgmtd: ok ({mgmtd.address('TCP')})" in log
-        # Helm creates the record ConfigMap only after pre-install hooks: the first install records nothing.
+        # Helm creates the record ConfigMap only after pre-install hooks: the first install records nothing,
+        # the worker's resolve sidecar does, through the API with its own token.
         assert any("does not exist yet (a first install)" in line for line in log)
+        record = cluster.core().read_namespaced_config_map(RECORD, namespace).data
+        assert (record["ETCD_ENDPOINTS"], record["NATS_SERVER"]) == (etcd_url, nats_url)
+        assert start_worker(runner) == [etcd_url, nats_url, snapshot]
 
-        # etcd's pods moved: the pre-upgrade hook resolves the new address and records it.
+        # etcd's pods moved: the worker's next start (a container restart) finds and records the new address.
         with servers.etcd_server(tmp_path / "moved", host=host.address, prefix=host.prefix) as moved:
+            moved_url = f"http://{host.address}:{moved.port}"
             publish("etcd-headless", host.address, "client", moved.port)
-            cluster.install(4, RELEASE, namespace, *values, {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}},
-                            timeout="3m")
+            assert start_worker(runner)[0] == moved_url
             record = cluster.core().read_namespaced_config_map(RECORD, namespace).data
-            assert record["ETCD_ENDPOINTS"] == f"http://{host.address}:{moved.port}"
-            assert record["NATS_SERVER"] == f"nats://{host.address}:{nats.port}"
+            assert record["ETCD_ENDPOINTS"] == moved_url
+        # And back: the pre-upgrade hook resolves it and the rolled worker's start takes it.
         publish("etcd-headless", host.address, "client", etcd.port)
+        before = cluster.core().read_namespaced_pod(WORKER_POD, namespace).metadata.uid
+        cluster.install(4, RELEASE, namespace, *values, {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}},
+                        timeout="3m")
+        assert f"etcd: ok ({etcd_url})" in hook_log(runner).splitlines()
+        assert cluster.core().read_namespaced_config_map(RECORD, namespace).data["ETCD_ENDPOINTS"] == etcd_url
+        cluster.wait_until(lambda: cluster.core().read_namespaced_pod(WORKER_POD, namespace).metadata.uid != before,
+                           "the worker pod replaced")
+        assert start_worker(runner)[:2] == [etcd_url, nats_url]
         cluster.uninstall(4, RELEASE, namespace)
 
 
