@@ -1,5 +1,9 @@
 """A test cluster for the end-to-end hook commands: real etcd and NATS on loopback, a 3FS wire-format
-peer, and the FAKE Kubernetes API serving their Services and EndpointSlices."""
+peer, and the FAKE Kubernetes API serving their Services and EndpointSlices.
+
+A FAKE API here because these peers listen on loopback, and a real API server refuses loopback endpoint
+addresses; tests/e2e/test_hooks_in_cluster.py runs the same commands through the real server, with the
+peers in a network namespace of the test."""
 
 import contextlib
 import pathlib

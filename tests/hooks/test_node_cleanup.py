@@ -1,4 +1,6 @@
-"""cleanup_nodes and `dynamo-hooks cleanup-nodes` against the fake Kubernetes API, whose Jobs the tests finish."""
+"""cleanup_nodes and `dynamo-hooks cleanup-nodes` against the FAKE Kubernetes API, whose Jobs the tests finish
+at chosen times, fail, or leave pending, with worker pods that linger, which a real control plane without
+kubelets does not do on cue. tests/e2e/test_cleanup_in_cluster.py runs the coordinator through the real server."""
 
 import json
 import re
