@@ -43,10 +43,10 @@ tools: .tools/.helm ## Install Helm 4 (default) and Helm 3 into .tools/bin
 	$(PYTHON) hack/install_helm.py
 	@touch $@
 
-generate: $(VENV)/.installed ## Write values.yaml, values.schema.json, chart README and values/ from generator/
+generate: .tools/.helm ## Write values.yaml, values.schema.json, chart README and values/ from generator/
 	$(PYTHON) -m generator generate
 
-check: $(VENV)/.installed ## Fail when a generated file is stale or an environment breaks a rule
+check: .tools/.helm ## Fail when a generated file is stale or an environment breaks a rule (rendered with Helm)
 	$(PYTHON) -m generator check
 
 lint: .tools/.helm ## helm lint --strict for every environment, ruff for the Python

@@ -12,10 +12,8 @@ def main(argv=None):
                         help="generate: write the files; check: fail if any is stale or any environment is invalid")
     args = parser.parse_args(argv)
 
-    found = problems()
-    for message in found:
-        print(f"invalid: {message}", file=sys.stderr)
     files = generate()
+    stale = []
     if args.mode == "generate":
         for path in orphan_environment_files(files):
             path.unlink()
@@ -26,12 +24,16 @@ def main(argv=None):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(content)
                 print(f"Generated {path}")
-        return 1 if found else 0
-    stale = stale_files(files)
-    for path in stale:
-        print(f"stale: {path}", file=sys.stderr)
-    if stale:
-        print(f"Generated files are out of date: run `{COMMAND}` and commit the result.", file=sys.stderr)
+    else:
+        stale = stale_files(files)
+        for path in stale:
+            print(f"stale: {path}", file=sys.stderr)
+        if stale:
+            print(f"Generated files are out of date: run `{COMMAND}` and commit the result.", file=sys.stderr)
+    # After writing: the chart's rules are checked by rendering the chart as it is on disk.
+    found = problems()
+    for message in found:
+        print(f"invalid: {message}", file=sys.stderr)
     return 1 if found or stale else 0
 
 

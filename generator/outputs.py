@@ -7,7 +7,7 @@ import jinja2
 import jsonschema
 import yaml
 
-from generator import consistency, environments, model, rules, schema, values_file
+from generator import chart_rules, consistency, environments, model, schema, values_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMMAND = "make generate"
@@ -58,7 +58,8 @@ def generate():
 
 
 def problems():
-    """Schema and cross-field problems of the defaults and of every environment, as messages."""
+    """Schema problems of the defaults and of every environment, and the chart's cross-field rules for each
+    environment (rendered with Helm), as messages."""
     root = model.load()
     validator = jsonschema.Draft7Validator(schema.build(root, "values"))
     jsonschema.Draft7Validator.check_schema(validator.schema)
@@ -69,7 +70,7 @@ def problems():
         errors = list(validator.iter_errors(merged))
         found += [f"values/{env.name}.yaml: {e.json_path}: {e.message}" for e in errors]
         if not errors:
-            found += [f"values/{env.name}.yaml: {message}" for message in rules.problems(merged)]
+            found += [f"values/{env.name}.yaml: {message}" for message in chart_rules.problems(merged)]
     return found
 
 

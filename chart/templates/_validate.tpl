@@ -1,6 +1,6 @@
 {{/*
-Cross-field rules a JSON Schema cannot say; generator/rules.py holds the same rules for the
-environments in values/. Every problem is collected, then one fail reports them all.
+Cross-field rules a JSON Schema cannot say, in one home: the generator's check applies them to the
+environments in values/ by rendering the chart. Every problem is collected, then one fail reports them all.
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
