@@ -54,7 +54,7 @@ lint: .tools/.helm ## helm lint --strict for every environment, ruff for the Pyt
 	  echo "helm lint --strict -f values/$$env.yaml"; \
 	  $(HELM) lint --strict --quiet $(CHART) -f values/$$env.yaml; \
 	done
-	$(VENV)/bin/ruff check generator hack hooks tests
+	$(VENV)/bin/ruff check generator hack hooks testbed tests
 
 render: .tools/.helm ## Render every values/<env>.yaml into build/rendered/<env>.yaml
 	@mkdir -p $(RENDERED)
@@ -107,7 +107,7 @@ e2e: .tools/.helm cluster ## helm install, upgrade, test, rollback and uninstall
 	$(VENV)/bin/pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 bench: .tools/.helm cluster ## Time rendering, each hook step and a release's install/upgrade/uninstall; prints a table
-	$(PYTHON) hack/bench.py
+	$(PYTHON) -m hack.bench
 
 clean: ## Remove build outputs (keeps .venv and .tools)
 	rm -rf $(DIST) build .pytest_cache

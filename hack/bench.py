@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""make bench: how long rendering the chart, each hook step and a release's life on the local control plane
-take here, printed as a table.
+"""make bench (python -m hack.bench): how long rendering the chart, each hook step and a release's life on
+the local control plane take here, printed as a table.
 
 Every figure is measured against the real thing on loopback (Helm binaries, etcd, nats-server, a 3FS
 wire-format peer, tmpfs mounts, the cluster of hack/cluster.py); nothing is asserted, so a slow machine
@@ -14,14 +14,11 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dynamo_hooks import etcd, mgmtd, mounts, nats  # noqa: E402
-from tests.e2e import cluster  # noqa: E402
-from tests.helm import environment_values  # noqa: E402
-from tests.hooks.servers import etcd_server, nats_server  # noqa: E402
-from tests.hooks.threefs_peer import ThreeFSPeer  # noqa: E402
+from dynamo_hooks import etcd, mgmtd, mounts, nats
+from testbed import cluster
+from testbed.helm import ROOT, environment_values
+from testbed.servers import etcd_server, nats_server
+from testbed.threefs_peer import ThreeFSPeer
 
 
 def timed(fn, runs):

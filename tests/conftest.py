@@ -1,7 +1,7 @@
 import pytest
 
+from testbed import servers
 from tests.helm import HELM_MAJORS
-from tests.hooks import servers
 
 
 @pytest.fixture(params=HELM_MAJORS, ids=lambda m: f"helm{m}")

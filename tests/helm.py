@@ -3,32 +3,18 @@
 import asyncio
 import functools
 import json
-import pathlib
 import subprocess
 
 import pyhelm3
 import yaml
 
 from generator.environments import overlay
+from testbed.helm import CHART, ROOT, environment_values, helm_executable  # noqa: F401 - used by the tests
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-CHART = ROOT / "chart"
 ENVIRONMENTS = sorted(p.stem for p in (ROOT / "values").glob("*.yaml"))
 HELM_MAJORS = (3, 4)
 RELEASE = "dynamo"
 NAMESPACE = "dynamo-test"
-
-
-def helm_executable(major):
-    """The helm binary of one major version, installed by `make tools`."""
-    path = ROOT / ".tools" / "bin" / f"helm{major}"
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing: run `make tools`")
-    return str(path)
-
-
-def environment_values(env):
-    return yaml.safe_load((ROOT / "values" / f"{env}.yaml").read_text()) or {}
 
 
 @functools.cache

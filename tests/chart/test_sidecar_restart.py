@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from testbed import fusefs
 from tests.helm import container, environment_values, one, render
-from tests.hooks import fusefs
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from testbed import fusefs, servers
+from testbed.fake_kube_api import endpoint, endpoint_slice
 from tests.helm import ROOT, container, environment_values, one, render
-from tests.hooks import fusefs, servers
 from tests.hooks.cluster import fake_api, publish
-from tests.hooks.fake_kube_api import endpoint, endpoint_slice
 from tests.hooks.test_model_path import MAIN, write_cache
 
 HANDOFF = "/run/dynamo-offloading"

@@ -4,7 +4,7 @@ the seed's shared namespace, and a fresh privileged namespace per test."""
 import pytest
 from kubernetes import client
 
-from tests.e2e import cluster
+from testbed import cluster
 
 SEED_NAMESPACE = "baseten"
 

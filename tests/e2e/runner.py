@@ -36,7 +36,7 @@ import urllib.parse
 import yaml
 from kubernetes import client
 
-from tests.e2e import cluster
+from testbed import cluster
 from tests.e2e.netns import TEST_NETWORK
 from tests.helm import CHART, ROOT
 

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from tests.e2e import cluster
+from testbed import cluster
+from testbed.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
 from tests.e2e.runner import LABEL, PodRunner
 from tests.helm import environment_values
-from tests.hooks.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
 
 RELEASE = "dynamo"
 NODES = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]

@@ -11,7 +11,7 @@ from kubernetes import client
 from dynamo_hooks.endpoints import resolve_service
 from dynamo_hooks.kube import KubeError
 from dynamo_hooks.record import patch_record
-from tests.e2e import cluster
+from testbed import cluster
 
 SVC = "etcd-headless"
 MANAGED_BY = {"endpointslice.kubernetes.io/managed-by": "dynamo-offloading-tests"}

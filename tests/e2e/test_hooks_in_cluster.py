@@ -9,12 +9,11 @@ import pyhelm3
 import pytest
 from kubernetes import client
 
-from tests.e2e import cluster
+from testbed import cluster, servers
+from testbed.threefs_peer import ThreeFSPeer
 from tests.e2e.netns import network_host
 from tests.e2e.runner import LABEL, PodRunner
 from tests.helm import environment_values
-from tests.hooks import servers
-from tests.hooks.threefs_peer import ThreeFSPeer
 
 RELEASE = "dynamo"
 RECORD = f"{RELEASE}-dynamo-offloading-endpoints"

@@ -6,7 +6,7 @@ import time
 import pyhelm3
 import pytest
 
-from tests.e2e import cluster
+from testbed import cluster
 from tests.helm import ENVIRONMENTS, environment_values
 
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.e2e import cluster
+from testbed import cluster
 from tests.helm import ENVIRONMENTS, environment_values
 
 RELEASE = "dynamo"

@@ -5,7 +5,7 @@ import copy
 
 import yaml
 
-from tests.e2e import cluster
+from testbed import cluster
 from tests.helm import environment_values
 
 MONITORING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},

@@ -8,8 +8,8 @@ peers in a network namespace of the test."""
 import contextlib
 import pathlib
 
-from tests.hooks.fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, service
-from tests.hooks.servers import free_port
+from testbed.fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, service
+from testbed.servers import free_port
 
 KUBECONFIG = """apiVersion: v1
 kind: Config

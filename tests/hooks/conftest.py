@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.hooks import servers
+from testbed import servers
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from dynamo_hooks import cli
+from testbed.servers import free_port
+from testbed.threefs_peer import ThreeFSPeer
 from tests.hooks.cluster import fake_api, publish
-from tests.hooks.servers import free_port
-from tests.hooks.threefs_peer import ThreeFSPeer
 
 SCRIPT = str(pathlib.Path(sys.executable).with_name("dynamo-hooks"))
 

@@ -8,7 +8,7 @@ import pytest
 
 from dynamo_hooks import etcd, mgmtd, nats
 from dynamo_hooks.report import ERROR
-from tests.hooks import servers
+from testbed import servers
 from tests.timing import SLACK
 
 TIMEOUT = 1.0

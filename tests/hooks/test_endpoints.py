@@ -10,7 +10,7 @@ import pytest
 from dynamo_hooks import kube
 from dynamo_hooks.endpoints import is_serving, resolve_service
 from dynamo_hooks.kube import KubeError
-from tests.hooks.fake_kube_api import (
+from testbed.fake_kube_api import (
     FakeKubeApi,
     api_client_for,
     endpoint,

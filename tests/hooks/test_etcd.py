@@ -8,7 +8,7 @@ import pytest
 from dynamo_hooks import tls
 from dynamo_hooks.etcd import check_etcd, normalize
 from dynamo_hooks.report import ERROR, OK, WARNING
-from tests.hooks import servers
+from testbed import servers
 from tests.timing import SLACK
 
 TIMEOUT = 3.0

@@ -7,7 +7,7 @@ import pytest
 
 from dynamo_hooks import mgmtd, serde
 from dynamo_hooks.report import ERROR, OK, WARNING
-from tests.hooks.threefs_peer import ThreeFSPeer, crc32c_raw
+from testbed.threefs_peer import ThreeFSPeer, crc32c_raw
 from tests.timing import SLACK
 
 CLUSTER = "test-cluster"

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from dynamo_hooks import cli, mounts
-from tests.hooks.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
+from testbed.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
 from tests.timing import SLACK
 
 SCRIPT = str(pathlib.Path(sys.executable).with_name("dynamo-hooks"))

@@ -10,7 +10,7 @@ import pytest
 from dynamo_hooks import tls
 from dynamo_hooks.nats import check_nats, parse_server
 from dynamo_hooks.report import ERROR, OK
-from tests.hooks import servers
+from testbed import servers
 from tests.timing import LONG_TIMEOUT, SLACK
 
 TIMEOUT = 3.0

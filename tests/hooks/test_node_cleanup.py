@@ -12,8 +12,8 @@ import yaml
 
 from dynamo_hooks import cli
 from dynamo_hooks.node_cleanup import NODE_ANNOTATION, NODE_LABEL, cleanup_nodes, job_name, node_label, pod_owner
+from testbed.fake_kube_api import FakeKubeApi, api_client_for, pod
 from tests.hooks.cluster import dead_url, fake_api
-from tests.hooks.fake_kube_api import FakeKubeApi, api_client_for, pod
 from tests.timing import LONG_TIMEOUT, SLACK
 
 NS = "baseten"

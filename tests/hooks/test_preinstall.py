@@ -6,10 +6,10 @@ import json
 import pytest
 
 from dynamo_hooks import cli
+from testbed.fake_kube_api import config_map
+from testbed.servers import free_port
+from testbed.threefs_peer import ThreeFSPeer
 from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
-from tests.hooks.fake_kube_api import config_map
-from tests.hooks.servers import free_port
-from tests.hooks.threefs_peer import ThreeFSPeer
 
 RELEASE_NS = "dynamo-qwen"
 RECORD = "dynamo-dynamo-offloading-endpoints"

@@ -7,7 +7,7 @@ import pytest
 
 from dynamo_hooks.kube import KubeError
 from dynamo_hooks.record import patch_record
-from tests.hooks.fake_kube_api import FakeKubeApi, config_map
+from testbed.fake_kube_api import FakeKubeApi, config_map
 from tests.timing import LONG_TIMEOUT, SLACK
 
 NS, NAME = "dynamo-qwen", "dynamo-dynamo-offloading-endpoints"

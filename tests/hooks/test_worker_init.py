@@ -8,9 +8,9 @@ import time
 import pytest
 
 from dynamo_hooks import cli
+from testbed.fake_kube_api import config_map
+from testbed.servers import free_port
 from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
-from tests.hooks.fake_kube_api import config_map
-from tests.hooks.servers import free_port
 from tests.hooks.test_model_path import MAIN, write_cache
 from tests.timing import SLACK
 

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from tests.hooks import servers
+from testbed import servers
 
 COMMANDS = ["check-etcd", "check-nats", "check-mgmtd", "resolve-endpoints", "pre-install", "worker-init",
             "cleanup-mounts", "cleanup-nodes"]

@@ -6,8 +6,8 @@ import subprocess
 import time
 import urllib.request
 
+from testbed.servers import free_port
 from tests.helm import ROOT
-from tests.hooks.servers import free_port
 
 REGISTRY = "/usr/bin/docker-registry"
 CONFIG = """version: 0.1

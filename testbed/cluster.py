@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client, config
 
 from generator.environments import overlay
-from tests.helm import CHART, ROOT, helm_executable
+from testbed.helm import CHART, ROOT, helm_executable
 
 spec = importlib.util.spec_from_file_location("cluster_script", ROOT / "hack" / "cluster.py")
 cluster_script = importlib.util.module_from_spec(spec)
