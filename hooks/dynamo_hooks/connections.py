@@ -10,8 +10,8 @@ import functools
 import os
 import typing
 
-from dynamo_hooks import endpoints, etcd, nats, tls
-from dynamo_hooks.kube import KubeError
+from dynamo_hooks import tls
+from dynamo_hooks.kube_error import KubeError
 from dynamo_hooks.report import ERROR, WARNING, Finding, Report
 
 CHECK_MODES = ("required", "warn", "off")
@@ -45,6 +45,8 @@ class Connection:
 
     def url(self, host_port):
         if self.name == "etcd":
+            from dynamo_hooks import etcd  # each peer's protocol module loads with the first use (cli.py)
+
             return etcd.normalize(host_port, self.tls)
         return host_port if "://" in host_port else f"nats://{host_port}"
 
@@ -122,6 +124,8 @@ def addresses(conn, api, resolve, timeout):
         if api is None:
             raise KubeError("kubernetes-api", "unreachable", "unreachable: no Kubernetes API client")
         namespace, name, port_name, port = conn.service
+        from dynamo_hooks import endpoints  # the Kubernetes client: loaded only by the commands that resolve
+
         resolved = endpoints.resolve_service(api, namespace, name, port_name, timeout, port_number=port)
         return Found([conn.url(a) for a in resolved.addresses], "endpointslices", resolved.note)
     return Found([conn.url(conn.dns_address())], "dns")
@@ -134,6 +138,8 @@ def env_value(conn, urls):
 
 def check(conn, urls, timeout):
     """Run the protocol check of one connection against its addresses."""
+    from dynamo_hooks import etcd, nats
+
     if conn.name == "etcd":
         return etcd.check_etcd(urls, timeout, tls=conn.tls, credentials=conn.credentials)
     return nats.check_nats(env_value(conn, urls), timeout, tls=conn.tls, credentials=conn.credentials)

@@ -1,4 +1,4 @@
-"""The Kubernetes API client of the hooks, and the one exception type its failures become.
+"""The Kubernetes API client of the hooks, and how its failures become a KubeError (kube_error.py).
 
 A call is bounded by the timeout given to it: urllib3's retries are off, so a failed connect or read is
 reported at once instead of being tried again behind the caller's back."""
@@ -12,31 +12,21 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-NOT_FOUND, FORBIDDEN, TIMEOUT, UNREACHABLE, API_ERROR = "not-found", "forbidden", "timeout", "unreachable", "api-error"
-# resolve_service adds these two
-NO_PORT, NO_READY_ENDPOINTS = "no-port", "no-ready-endpoints"
+from dynamo_hooks.kube_error import (  # noqa: F401 - the callers' one import for the client and its errors
+    API_ERROR,
+    FORBIDDEN,
+    NO_PORT,
+    NO_READY_ENDPOINTS,
+    NOT_FOUND,
+    TIMEOUT,
+    UNREACHABLE,
+    KubeError,
+)
 
 # Headers of a create call: the client sends no Content-Type for it by itself.
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 _USER = re.compile(r'User "system:serviceaccount:([^:"]+):([^"]+)"')
-
-
-class KubeError(Exception):
-    """A Kubernetes API call failed, or its answer does not give what was asked for.
-
-    `peer` names what was asked about (NAMESPACE/NAME), `reason` is a short stable code (not-found,
-    forbidden, timeout, unreachable, api-error, no-port, no-ready-endpoints) and `message` one line
-    naming the resource, its namespace and what is wrong."""
-
-    def __init__(self, peer, reason, message):
-        super().__init__(message)
-        self.peer = peer
-        self.reason = reason
-        self.message = message
-
-    def __repr__(self):
-        return f"KubeError({self.peer!r}, {self.reason!r}, {self.message!r})"
 
 
 def configure(configuration):

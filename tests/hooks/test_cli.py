@@ -27,7 +27,7 @@ def test_console_script_fails_with_one_line_naming_the_peer():
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.splitlines() == [f"etcd http://127.0.0.1:{port}: connection refused"]
-    assert done.stdout.splitlines() == [f"error: etcd http://127.0.0.1:{port}: connection refused"]
+    assert done.stdout == ""  # said once: a terminal, and a hook's log that Helm shows, carry it once
 
 
 def test_resolve_endpoints(monkeypatch, tmp_path, capsys):
@@ -95,3 +95,15 @@ def test_each_command_fails_with_one_line_naming_what_is_wrong(tmp_path):
     assert failure("worker-init", f"--output={tmp_path / 'w.env'}", f"--hf-home={tmp_path}", "--model-repo=org/m") == (
         1, [f"model org/m is not in the Hugging Face cache {tmp_path}/hub (no models--org--m); download it on this "
             f"node with `HF_HOME={tmp_path} huggingface-cli download org/m`, or enable modelDownloader"])
+
+
+@pytest.mark.parametrize("argv", [["check-etcd", "--endpoints=http://127.0.0.1:1"], ["check-nats", "--server=nats://127.0.0.1:1"],
+                                  ["check-mgmtd", "--address=TCP://127.0.0.1:1", "--cluster-id=x"],
+                                  ["cleanup-mounts", "--root=/nonexistent-staging"]], ids=lambda a: a[0])
+def test_commands_without_api_calls_never_load_the_kubernetes_client(argv):
+    """A Job pays for every module a command imports: these make no API call."""
+    probe = ("import sys; from dynamo_hooks.cli import main; main(sys.argv[1:])\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'urllib3', 'yaml')))")
+    done = subprocess.run([sys.executable, "-c", probe, *argv, "--timeout=0.5"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
