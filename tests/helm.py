@@ -106,3 +106,16 @@ def with_embedded(objects):
     """The objects, plus the manifests the chart embeds in ConfigMaps for its hooks to create."""
     embedded = [node_cleanup_job(objects)] if find(objects, "ConfigMap", "cleanup-node") else []
     return objects + embedded
+
+
+def peers_of(args):
+    """{name: (source, check)} of the --etcd/--nats descriptions, as dynamo-hooks itself parses the args:
+    source is ("service", namespace, name, port name, port, embedded) or ("explicit", *addresses)."""
+    from dynamo_hooks import cli
+
+    parsed = cli.build_parser().parse_args(args)
+    found = {}
+    for conn in (parsed.etcd, parsed.nats):
+        source = ("service", *conn.service, conn.embedded) if conn.service else ("explicit", *conn.explicit)
+        found[conn.name] = (source, conn.check)
+    return found

@@ -25,27 +25,6 @@ The ConfigMap that records the etcd/NATS pod IPs last resolved (worker/configmap
 {{- end }}
 
 {{/*
-Where the worker finds one of etcd/NATS, with the precedence of dynamo-offloading.etcd.endpoints:
-explicit addresses when the worker cannot use cluster DNS or there is no Service, else the embedded
-server, else the Service. Context: (dict "root" $ "name" "etcd").
-Returns JSON {explicit, namespace, service, port, portName, embedded}.
-*/}}
-{{- define "dynamo-offloading.hooks.source" -}}
-{{- $v := index .root.Values .name }}
-{{- $explicit := ternary (join "," ($v.endpoints | default list)) ($v.url | default "") (eq .name "etcd") }}
-{{- $service := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" .name) }}
-{{- if and $explicit (or .root.Values.worker.hostNetwork (not $service)) }}
-{{- toJson (dict "explicit" $explicit) }}
-{{- else if $v.embedded.enabled }}
-{{- toJson (dict "namespace" .root.Release.Namespace "service" (include "dynamo-offloading.component.fullname" (dict "root" .root "component" .name)) "port" (int $v.embedded.clientPort) "portName" "client" "embedded" true) }}
-{{- else if and $v.service.name $v.service.namespace }}
-{{- toJson (dict "namespace" $v.service.namespace "service" $v.service.name "port" (int $v.service.port) "portName" $v.service.portName) }}
-{{- else }}
-{{- toJson dict }}
-{{- end }}
-{{- end }}
-
-{{/*
 Namespaces whose EndpointSlices must be read: those of the Services a hostNetwork worker resolves to
 pod IPs. A JSON list, empty when nothing is resolved.
 */}}
@@ -53,7 +32,7 @@ pod IPs. A JSON list, empty when nothing is resolved.
 {{- $namespaces := list }}
 {{- if .Values.worker.hostNetwork }}
 {{- range $name := list "etcd" "nats" }}
-{{- $source := include "dynamo-offloading.hooks.source" (dict "root" $ "name" $name) | fromJson }}
+{{- $source := include "dynamo-offloading.peer.source" (dict "root" $ "name" $name "dns" false) | fromJson }}
 {{- with $source.namespace }}
 {{- $namespaces = append $namespaces . }}
 {{- end }}
@@ -64,29 +43,23 @@ pod IPs. A JSON list, empty when nothing is resolved.
 
 {{/*
 dynamo-hooks arguments that say where etcd and NATS are and how to check them, shared by the hook
-Job and the resolve sidecar (which waits for a required or warn check, and not for an off one).
+Job and the resolve sidecar (which waits for a required or warn check, and not for an off one):
+for each, peer.source as the worker sees it, with its check mode and the NATS client certificate.
 */}}
 {{- define "dynamo-offloading.hooks.peerArgs" -}}
 {{- $root := . }}
-{{- if $root.Values.worker.hostNetwork }}
+{{- $dns := not $root.Values.worker.hostNetwork }}
+{{- if not $dns }}
 - --resolve
 {{- end }}
 {{- range $name := list "etcd" "nats" }}
-{{- $source := include "dynamo-offloading.hooks.source" (dict "root" $root "name" $name) | fromJson }}
-{{- if $source.explicit }}
-- --{{ ternary "etcd-endpoints" "nats-url" (eq $name "etcd") }}={{ $source.explicit }}
-{{- else if $source.service }}
-- --{{ $name }}-service={{ $source.namespace }}/{{ $source.service }}:{{ $source.port }}
-- --{{ $name }}-port-name={{ $source.portName }}
+{{- $peer := include "dynamo-offloading.peer.source" (dict "root" $root "name" $name "dns" $dns) | fromJson }}
+{{- $_ := set $peer "check" (index $root.Values.hooks.preInstall.checks $name) }}
+{{- if and (eq $name "nats") $root.Values.nats.tls.enabled }}
+{{- $_ := set $peer "cert" (printf "/etc/dynamo/nats-tls/%s" $root.Values.nats.tls.certKey) }}
+{{- $_ := set $peer "key" (printf "/etc/dynamo/nats-tls/%s" $root.Values.nats.tls.keyKey) }}
 {{- end }}
-{{- if $source.embedded }}
-- --{{ $name }}-embedded
-{{- end }}
-- --{{ $name }}-check={{ index $root.Values.hooks.preInstall.checks $name }}
-{{- end }}
-{{- if $root.Values.nats.tls.enabled }}
-- --nats-cert=/etc/dynamo/nats-tls/{{ $root.Values.nats.tls.certKey }}
-- --nats-key=/etc/dynamo/nats-tls/{{ $root.Values.nats.tls.keyKey }}
+- {{ printf "--%s=%s" $name (toJson $peer) | quote }}
 {{- end }}
 - --timeout={{ $root.Values.hooks.timeoutSeconds }}
 {{- end }}

@@ -4,44 +4,40 @@ shared pieces of the embedded StatefulSets.
 */}}
 
 {{/*
-A Service reference's DNS address, host:port. Context: (dict "root" $ "component" "etcd").
-The embedded server wins; otherwise the values' service block.
+Where one of etcd/NATS is found: decided here once, for the worker's environment and for the hooks.
+Context: (dict "root" $ "name" "etcd" "dns" bool); dns false for a hostNetwork worker, which cannot
+use cluster DNS. Explicit addresses win when DNS is out or there is no Service; else the embedded
+server; else the values' Service. Returns JSON {explicit: [addresses]} or {namespace, service, port,
+portName, embedded}, or {} when nothing is configured.
 */}}
-{{- define "dynamo-offloading.infra.serviceAddress" -}}
-{{- $v := index .root.Values .component }}
-{{- if $v.embedded.enabled }}
-{{- printf "%s.%s.svc:%d" (include "dynamo-offloading.component.fullname" .) .root.Release.Namespace (int $v.embedded.clientPort) }}
-{{- else if and $v.service.name $v.service.namespace }}
-{{- printf "%s.%s.svc:%d" $v.service.name $v.service.namespace (int $v.service.port) }}
+{{- define "dynamo-offloading.peer.source" -}}
+{{- $v := index .root.Values .name }}
+{{- $explicit := ternary ($v.endpoints | default list) (compact (list ($v.url | default ""))) (eq .name "etcd") }}
+{{- $service := or $v.embedded.enabled (and $v.service.name $v.service.namespace) }}
+{{- if and $explicit (or (not .dns) (not $service)) }}
+{{- toJson (dict "explicit" $explicit) }}
+{{- else if $v.embedded.enabled }}
+{{- toJson (dict "namespace" .root.Release.Namespace "service" (include "dynamo-offloading.component.fullname" (dict "root" .root "component" .name)) "port" (int $v.embedded.clientPort) "portName" "client" "embedded" true) }}
+{{- else if $service }}
+{{- toJson (dict "namespace" $v.service.namespace "service" $v.service.name "port" (int $v.service.port) "portName" $v.service.portName "embedded" false) }}
+{{- else }}
+{{- toJson dict }}
 {{- end }}
 {{- end }}
 
 {{/*
-ETCD_ENDPOINTS. Context: (dict "root" $ "dns" bool). With dns false (a hostNetwork worker that
-cannot use cluster DNS), or without a Service, the explicit endpoints win; the pre-install
-hook's resolved pod IPs will take their place here.
+ETCD_ENDPOINTS (every address) or NATS_SERVER (one), from peer.source: the explicit addresses, else
+the Service's DNS name. Context: as for peer.source. For a hostNetwork worker the resolve sidecar
+replaces the value with the pod IPs it resolves.
 */}}
-{{- define "dynamo-offloading.etcd.endpoints" -}}
-{{- $etcd := .root.Values.etcd }}
-{{- $addr := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" "etcd") }}
-{{- if and $etcd.endpoints (or (not .dns) (not $addr)) }}
-{{- join "," $etcd.endpoints }}
-{{- else }}
-{{- printf "%s://%s" (ternary "https" "http" $etcd.tls.enabled) $addr }}
-{{- end }}
-{{- end }}
-
-{{/*
-NATS_SERVER. Context: (dict "root" $ "dns" bool), as for etcd.
-*/}}
-{{- define "dynamo-offloading.nats.server" -}}
-{{- $nats := .root.Values.nats }}
-{{- $addr := include "dynamo-offloading.infra.serviceAddress" (dict "root" .root "component" "nats") }}
-{{- if and $nats.url (or (not .dns) (not $addr)) }}
-{{- $nats.url }}
-{{- else }}
-{{- /* Dynamo accepts only nats:// URLs; TLS is negotiated by the server's settings. */}}
-{{- printf "nats://%s" $addr }}
+{{- define "dynamo-offloading.peer.address" -}}
+{{- $source := include "dynamo-offloading.peer.source" . | fromJson }}
+{{- if $source.explicit }}
+{{- ternary (join "," $source.explicit) (first $source.explicit) (eq .name "etcd") }}
+{{- else if $source.service }}
+{{- /* Dynamo accepts only nats:// URLs; TLS to NATS is negotiated by the server's settings. */}}
+{{- $scheme := ternary (ternary "https" "http" .root.Values.etcd.tls.enabled) "nats" (eq .name "etcd") }}
+{{- printf "%s://%s.%s.svc:%d" $scheme $source.service $source.namespace (int $source.port) }}
 {{- end }}
 {{- end }}
 
@@ -53,7 +49,7 @@ TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" 
 {{- $etcd := .root.Values.etcd }}
 {{- $nats := .root.Values.nats -}}
 - name: ETCD_ENDPOINTS
-  value: {{ include "dynamo-offloading.etcd.endpoints" . | quote }}
+  value: {{ include "dynamo-offloading.peer.address" (dict "root" .root "name" "etcd" "dns" .dns) | quote }}
 {{- with $etcd.auth.existingSecret }}
 - name: ETCD_AUTH_USERNAME
   valueFrom:
@@ -75,7 +71,7 @@ TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" 
     secretKeyRef: {name: {{ $etcd.tls.existingSecret }}, key: {{ $etcd.tls.keyKey }}}
 {{- end }}
 - name: NATS_SERVER
-  value: {{ include "dynamo-offloading.nats.server" . | quote }}
+  value: {{ include "dynamo-offloading.peer.address" (dict "root" .root "name" "nats" "dns" .dns) | quote }}
 {{- if $nats.tls.enabled }}
 # Read by Dynamo releases with NATS TLS support; Dynamo 0.9.0 has none.
 - name: NATS_TLS_CA_CERT_PATH

@@ -53,7 +53,7 @@ def fail(message):
 def cmd_check_etcd(args):
     from dynamo_hooks import etcd
 
-    conn = connections.from_args(args, "etcd")
+    conn = connections.from_single("etcd", args)
     return finish([etcd.check_etcd([conn.url(a) for a in split(args.endpoints)], args.timeout,
                                    tls=conn.tls, credentials=conn.credentials)], args.json)
 
@@ -61,7 +61,7 @@ def cmd_check_etcd(args):
 def cmd_check_nats(args):
     from dynamo_hooks import nats
 
-    conn = connections.from_args(args, "nats")
+    conn = connections.from_single("nats", args)
     return finish([nats.check_nats(args.server, args.timeout, tls=conn.tls,
                                    credentials=conn.credentials)], args.json)
 
@@ -105,8 +105,8 @@ def cmd_pre_install(args):
     from dynamo_hooks import kube, preinstall
 
     plan = preinstall.Plan(
-        etcd=connections.from_args(args, "etcd"), nats=connections.from_args(args, "nats"),
-        resolve=args.resolve, mgmtd_addresses=split(args.mgmtd_addresses), cluster_id=args.cluster_id,
+        etcd=args.etcd, nats=args.nats, resolve=args.resolve,
+        mgmtd_addresses=split(args.mgmtd_addresses), cluster_id=args.cluster_id,
         mgmtd_check=args.mgmtd_check, strict=args.strict,
         record_namespace=release_namespace(args.record_namespace) if args.record_name else "",
         record_name=args.record_name,
@@ -146,7 +146,7 @@ def cmd_worker_init(args):
     from dynamo_hooks import worker_init
 
     plan = worker_init.Plan(
-        etcd=connections.from_args(args, "etcd"), nats=connections.from_args(args, "nats"), resolve=args.resolve,
+        etcd=args.etcd, nats=args.nats, resolve=args.resolve,
         record_dir=args.record_dir, record_name=args.record_name,
         record_namespace=release_namespace() if args.record_name else "", wait_seconds=args.wait,
         timeout=args.timeout, hf_home=args.hf_home,
@@ -242,13 +242,13 @@ def build_parser():
 
     p = sub.add_parser("check-etcd", help="GET /health of each etcd endpoint; ok when at least one is healthy")
     p.add_argument("--endpoints", required=True, help="http(s)://IP:PORT[,...]")
-    connections.add_arguments(p, "etcd")
+    connections.add_tls_arguments(p, "etcd")
     add_common(p)
     p.set_defaults(func=cmd_check_etcd)
 
     p = sub.add_parser("check-nats", help="INFO, CONNECT/PING -> PONG, and JetStream availability")
     p.add_argument("--server", required=True, help="nats://IP:PORT")
-    connections.add_arguments(p, "nats")
+    connections.add_tls_arguments(p, "nats")
     add_common(p)
     p.set_defaults(func=cmd_check_nats)
 
@@ -318,9 +318,23 @@ def build_parser():
     return parser
 
 
+def peer_description(name):
+    """An argparse type: a peer's JSON description -> its Connection."""
+    def parse(text):
+        try:
+            return connections.from_description(name, text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
+
+
 def add_peer_arguments(parser):
-    connections.add_arguments(parser, "etcd")
-    connections.add_arguments(parser, "nats")
+    for name in connections.KINDS:
+        parser.add_argument(f"--{name}", type=peer_description(name), default=connections.from_description(name, "{}"),
+                            metavar="JSON",
+                            help=f"where {name} is and how to check it: {{explicit: [addresses]}} or {{namespace, "
+                                 "service, port, portName, embedded}, with check (required, warn, off) and TLS files "
+                                 "ca, cert, key")
     parser.add_argument("--resolve", action="store_true",
                         help="resolve Services to pod IPs from their EndpointSlices (a hostNetwork worker)")
 

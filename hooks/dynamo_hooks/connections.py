@@ -7,6 +7,8 @@ Service's DNS name.
 
 import dataclasses
 import functools
+import importlib
+import json
 import os
 import typing
 
@@ -15,14 +17,38 @@ from dynamo_hooks.kube_error import KubeError
 from dynamo_hooks.report import ERROR, WARNING, Finding, Report
 
 CHECK_MODES = ("required", "warn", "off")
-RECORD_KEYS = {"etcd": "ETCD_ENDPOINTS", "nats": "NATS_SERVER"}
-# The client port's name in the common charts' Services (Bitnami's etcd; the NATS project's own NATS).
-DEFAULT_PORT_NAMES = {"etcd": "client", "nats": "nats"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What differs between etcd and NATS, as data."""
+
+    name: str
+    default_port: int
+    port_name: str  # the client port's name in the common charts' Services (Bitnami's etcd; the NATS project's)
+    env: str  # the worker's variable for the addresses, and their key in the record ConfigMap
+    every_address: bool  # the variable holds every address (etcd), or only the first (NATS)
+    schemes: tuple  # (plain, TLS) scheme of an address given as host:port
+    credentials_env: str  # prefix of the USERNAME and PASSWORD variables
+    tls_env: tuple  # variables holding the CA, client certificate and key (None: not read from one)
+    check: str  # "module:function" of the protocol check, imported when it runs
+
+
+KINDS = {kind.name: kind for kind in (
+    Kind("etcd", 2379, "client", "ETCD_ENDPOINTS", True, ("http", "https"), "ETCD_AUTH_",
+         ("ETCD_AUTH_CA", "ETCD_AUTH_CLIENT_CERT", "ETCD_AUTH_CLIENT_KEY"), "etcd:check_etcd"),
+    # Dynamo accepts only nats:// URLs: TLS to NATS is negotiated by the server's settings.
+    Kind("nats", 4222, "nats", "NATS_SERVER", False, ("nats", "nats"), "NATS_AUTH_",
+         ("NATS_TLS_CA_CERT_PATH", None, None), "nats:check_nats"),
+)}
+# The keys of a peer's description (--etcd/--nats), as the chart's peer.source writes it, with a check mode
+# and TLS files.
+DESCRIPTION_KEYS = {"explicit", "namespace", "service", "port", "portName", "embedded", "check", "ca", "cert", "key"}
 
 
 @dataclasses.dataclass
 class Connection:
-    name: str  # etcd or nats
+    kind: Kind
     explicit: list
     service: tuple | None  # (namespace, name, port name, port)
     embedded: bool
@@ -31,6 +57,10 @@ class Connection:
     cert: str | None = None
     key: str | None = None
     credentials: tuple | None = None
+
+    @property
+    def name(self):
+        return self.kind.name
 
     @property
     def peer(self):
@@ -44,15 +74,17 @@ class Connection:
         return tls.client_context(self.ca, self.cert, self.key)
 
     def url(self, host_port):
-        if self.name == "etcd":
-            from dynamo_hooks import etcd  # each peer's protocol module loads with the first use (cli.py)
-
-            return etcd.normalize(host_port, self.tls)
-        return host_port if "://" in host_port else f"nats://{host_port}"
+        return address_url(host_port, self.kind.schemes[self.tls is not None])
 
     def dns_address(self):
         namespace, name, _, port = self.service
         return f"{name}.{namespace}.svc:{port}"
+
+
+def address_url(address, scheme):
+    """`IP:PORT` -> scheme://IP:PORT; a URL stays as it is, without a trailing slash."""
+    address = address.strip()
+    return address.rstrip("/") if "://" in address else f"{scheme}://{address}"
 
 
 class Found(typing.NamedTuple):
@@ -62,27 +94,15 @@ class Found(typing.NamedTuple):
     note: str = ""  # how they were found, when the user should know (a port taken by its number)
 
 
-def add_arguments(parser, name):
-    """--<name>-endpoints|url, --<name>-service, --<name>-port-name, --<name>-embedded, --<name>-check, TLS."""
-    group = parser.add_argument_group(name)
-    explicit = "--etcd-endpoints" if name == "etcd" else "--nats-url"
-    group.add_argument(explicit, dest=f"{name}_explicit", default="",
-                       help="explicit addresses, comma-separated; skips resolution")
-    group.add_argument(f"--{name}-service", default="", metavar="NAMESPACE/NAME[:PORT]",
-                       help="the Service to resolve to ready pod IPs")
-    group.add_argument(f"--{name}-port-name", default=DEFAULT_PORT_NAMES[name],
-                       help="name of the client port in the Service; without it, the port's number")
-    group.add_argument(f"--{name}-embedded", action="store_true",
-                       help="the chart's own server: created after pre-install hooks, so not checked by them")
-    group.add_argument(f"--{name}-check", choices=CHECK_MODES, default="required")
-    env_prefix = {"etcd": "ETCD_AUTH_", "nats": "NATS_AUTH_"}[name]
-    ca_env = "ETCD_AUTH_CA" if name == "etcd" else "NATS_TLS_CA_CERT_PATH"
+def add_tls_arguments(parser, name):
+    """--<name>-ca, --<name>-cert, --<name>-key: the TLS files of a single check (check-etcd, check-nats)."""
+    ca_env, cert_env, key_env = KINDS[name].tls_env
+    group = parser.add_argument_group(f"{name} TLS")
     group.add_argument(f"--{name}-ca", default=os.environ.get(ca_env), help=f"CA, PEM or file (default ${ca_env})")
-    group.add_argument(f"--{name}-cert", default=os.environ.get("ETCD_AUTH_CLIENT_CERT") if name == "etcd" else None,
+    group.add_argument(f"--{name}-cert", default=os.environ.get(cert_env) if cert_env else None,
                        help="client certificate, PEM or file")
-    group.add_argument(f"--{name}-key", default=os.environ.get("ETCD_AUTH_CLIENT_KEY") if name == "etcd" else None,
+    group.add_argument(f"--{name}-key", default=os.environ.get(key_env) if key_env else None,
                        help="client key, PEM or file")
-    parser.set_defaults(**{f"{name}_credentials_env": env_prefix})
 
 
 def parse_service(text, default_port):
@@ -94,23 +114,50 @@ def parse_service(text, default_port):
     return namespace, name, int(port or default_port)
 
 
-def from_args(args, name):
-    """The Connection the parsed arguments describe; credentials come from the environment only."""
+def credentials(kind):
+    """(user, password) from the kind's variables, else None; credentials come from the environment only."""
+    user = os.environ.get(kind.credentials_env + "USERNAME")
+    return (user, os.environ.get(kind.credentials_env + "PASSWORD") or "") if user else None
+
+
+def tls_files(kind, given):
+    """(ca, cert, key): those given, else the kind's variables."""
+    return tuple(given.get(key) or (os.environ.get(env) if env else None)
+                 for key, env in zip(("ca", "cert", "key"), kind.tls_env, strict=True))
+
+
+def from_single(name, args):
+    """The Connection of a single check (check-etcd, check-nats): its TLS arguments and credentials."""
+    kind = KINDS[name]
+    ca, cert, key = (getattr(args, f"{name}_{part}") for part in ("ca", "cert", "key"))
+    return Connection(kind, [], None, False, "required", ca, cert, key, credentials(kind))
+
+
+def from_description(name, text):
+    """The Connection a peer's JSON description (--etcd, --nats) gives: `explicit` addresses, or the Service
+    (`namespace`, `service`, `port`, `portName`, `embedded`), with `check` and TLS files; {} is no peer."""
+    kind = KINDS[name]
+    try:
+        given = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"--{name}: not JSON ({err})") from None
+    if not isinstance(given, dict) or set(given) - DESCRIPTION_KEYS:
+        unknown = sorted(set(given) - DESCRIPTION_KEYS) if isinstance(given, dict) else given
+        raise ValueError(f"--{name}: expected an object with keys among {sorted(DESCRIPTION_KEYS)}, got {unknown}")
+    check = given.get("check", "required")
+    if check not in CHECK_MODES:
+        raise ValueError(f"--{name}: check {check!r} is not one of {', '.join(CHECK_MODES)}")
     service = None
-    if getattr(args, f"{name}_service"):
-        namespace, svc, port = parse_service(getattr(args, f"{name}_service"), 2379 if name == "etcd" else 4222)
-        service = (namespace, svc, getattr(args, f"{name}_port_name"), port)
-    prefix = getattr(args, f"{name}_credentials_env")
-    user, password = os.environ.get(prefix + "USERNAME"), os.environ.get(prefix + "PASSWORD")
-    return Connection(
-        name=name,
-        explicit=[a for a in getattr(args, f"{name}_explicit").split(",") if a],
-        service=service,
-        embedded=getattr(args, f"{name}_embedded"),
-        check=getattr(args, f"{name}_check"),
-        ca=getattr(args, f"{name}_ca"), cert=getattr(args, f"{name}_cert"), key=getattr(args, f"{name}_key"),
-        credentials=(user, password or "") if user else None,
-    )
+    if given.get("service"):
+        if not given.get("namespace"):
+            raise ValueError(f"--{name}: service {given['service']!r} without its namespace")
+        service = (given["namespace"], given["service"], given.get("portName") or kind.port_name,
+                   int(given.get("port") or kind.default_port))
+    explicit = given.get("explicit") or []
+    if not isinstance(explicit, list):
+        raise ValueError(f"--{name}: explicit must be a list of addresses")
+    return Connection(kind, [a for a in explicit if a], service, bool(given.get("embedded")), check,
+                      *tls_files(kind, given), credentials(kind))
 
 
 def addresses(conn, api, resolve, timeout):
@@ -133,16 +180,14 @@ def addresses(conn, api, resolve, timeout):
 
 def env_value(conn, urls):
     """The worker's ETCD_ENDPOINTS (every endpoint) or NATS_SERVER (one server) for these addresses."""
-    return ",".join(urls) if conn.name == "etcd" else urls[0]
+    return ",".join(urls) if conn.kind.every_address else urls[0]
 
 
 def check(conn, urls, timeout):
-    """Run the protocol check of one connection against its addresses."""
-    from dynamo_hooks import etcd, nats
-
-    if conn.name == "etcd":
-        return etcd.check_etcd(urls, timeout, tls=conn.tls, credentials=conn.credentials)
-    return nats.check_nats(env_value(conn, urls), timeout, tls=conn.tls, credentials=conn.credentials)
+    """Run the protocol check of one connection against its addresses (its module imported now: cli.py)."""
+    module, function = conn.kind.check.split(":")
+    run = getattr(importlib.import_module(f"dynamo_hooks.{module}"), function)
+    return run(urls if conn.kind.every_address else urls[0], timeout, tls=conn.tls, credentials=conn.credentials)
 
 
 def failed_report(conn, error):

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
+from dynamo_hooks.connections import KINDS, address_url
 from dynamo_hooks.report import ERROR, OK, WARNING, Finding, Report
 
 MAX_BODY = 64 * 1024
@@ -30,10 +31,7 @@ class _Failure(Exception):
 
 def normalize(endpoint, tls=None):
     """`IP:PORT` -> http(s)://IP:PORT (https when a TLS context is given); URLs lose a trailing slash."""
-    endpoint = endpoint.strip()
-    if "://" not in endpoint:
-        endpoint = f"{'https' if tls else 'http'}://{endpoint}"
-    return endpoint.rstrip("/")
+    return address_url(endpoint, KINDS["etcd"].schemes[tls is not None])
 
 
 def _opener(url, tls):

@@ -66,7 +66,7 @@ def run(plan, api):
         report, urls = verify_connection(plan, api, conn)
         reports.append(report)
         if urls:
-            data[connections.RECORD_KEYS[conn.name]] = connections.env_value(conn, urls)
+            data[conn.kind.env] = connections.env_value(conn, urls)
     mgmtd_report = verify_mgmtd(plan)
     if mgmtd_report:
         reports.append(mgmtd_report)

@@ -46,7 +46,7 @@ def recorded(record_dir, conn):
     """The pre-install hook's addresses for `conn` from the mounted ConfigMap, or []."""
     if not record_dir:
         return []
-    path = pathlib.Path(record_dir) / connections.RECORD_KEYS[conn.name]
+    path = pathlib.Path(record_dir) / conn.kind.env
     return [a for a in path.read_text().strip().split(",") if a] if path.is_file() else []
 
 
@@ -108,7 +108,7 @@ def handoff(plan, api, log):
     env, resolved = {}, {}
     for conn in (plan.etcd, plan.nats):
         found = wait_for(plan, api, conn, log)
-        key = connections.RECORD_KEYS[conn.name]
+        key = conn.kind.env
         if found.urls:
             env[key] = connections.env_value(conn, found.urls)
         if found.source == "endpointslices":

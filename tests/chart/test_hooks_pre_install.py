@@ -2,7 +2,8 @@
 
 import pytest
 
-from tests.helm import NAMESPACE, container, env_of, environment_values, find, one, pod_spec, render
+from dynamo_hooks import cli
+from tests.helm import NAMESPACE, container, env_of, environment_values, find, one, peers_of, pod_spec, render
 
 IPOIB = environment_values("ipoib")
 STANDALONE = environment_values("standalone")
@@ -54,9 +55,9 @@ def test_job_verifies_from_where_the_worker_stands(helm_major):
         assert job[field] == worker[field], field
     args = args_of(one(objects, "Job", "pre-install"), "pre-install")
     assert args[0] == "pre-install"
-    expected = {"--resolve", "--etcd-service=baseten/etcd-headless:2379", "--etcd-check=required",
-                "--nats-service=baseten/nats-headless:4222", "--nats-check=required",
-                "--mgmtd-addresses=RDMA://10.2.10.55:8010", "--cluster-id=ipoib", "--mgmtd-check=required",
+    assert peers_of(args) == {"etcd": (("service", "baseten", "etcd-headless", "client", 2379, False), "required"),
+                              "nats": (("service", "baseten", "nats-headless", "nats", 4222, False), "required")}
+    expected = {"--resolve", "--mgmtd-addresses=RDMA://10.2.10.55:8010", "--cluster-id=ipoib", "--mgmtd-check=required",
                 f"--record-name={RECORD}", "--timeout=5"}
     assert expected <= set(args)
 
@@ -66,10 +67,11 @@ def test_checks_can_warn_or_be_off():
                                        "strictDecode": True}}}
     objects = render(IPOIB, values)
     args = args_of(one(objects, "Job", "pre-install"), "pre-install")
-    assert {"--etcd-check=warn", "--nats-check=off", "--mgmtd-check=warn", "--strict"} <= set(args)
+    assert {"--mgmtd-check=warn", "--strict"} <= set(args)
+    assert [check for _, check in peers_of(args).values()] == ["warn", "off"]
     # The resolve sidecar waits as the checks say: not for an off check, and goes on after a warn one.
     resolve = args_of(one(objects, "StatefulSet", "worker"), "resolve")
-    assert {"--etcd-check=warn", "--nats-check=off"} <= set(resolve)
+    assert [check for _, check in peers_of(resolve).values()] == ["warn", "off"]
 
 
 def test_hook_rbac_is_least_privilege(helm_major):
@@ -107,7 +109,7 @@ def test_worker_resolves_at_every_start_with_its_own_rbac(helm_major):
     resolve = spec["initContainers"][0]
     assert "--record-dir=/etc/dynamo-offloading/record" in resolve["args"]
     assert "--wait=600" in resolve["args"]
-    assert {"--etcd-check=required", "--nats-check=required"} <= set(resolve["args"])
+    assert [check for _, check in peers_of(resolve["args"]).values()] == ["required", "required"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     # Fallback when the API cannot be read: the hook's record, served by the kubelet; absent after --no-hooks.
     assert volumes["endpoints-record"]["configMap"] == {"name": RECORD, "optional": True}
@@ -130,8 +132,9 @@ def test_explicit_addresses_skip_resolution():
     values = {"etcd": {"endpoints": ["10.0.0.1:2379", "10.0.0.2:2379"]}, "nats": {"url": "nats://10.0.0.3:4222"}}
     objects = render(IPOIB, values)
     args = args_of(one(objects, "Job", "pre-install"), "pre-install")
-    assert "--etcd-endpoints=10.0.0.1:2379,10.0.0.2:2379" in args and "--nats-url=nats://10.0.0.3:4222" in args
-    assert not [a for a in args if a.startswith(("--etcd-service", "--nats-service", "--record-name"))]
+    assert peers_of(args) == {"etcd": (("explicit", "10.0.0.1:2379", "10.0.0.2:2379"), "required"),
+                              "nats": (("explicit", "nats://10.0.0.3:4222"), "required")}
+    assert not [a for a in args if a.startswith("--record-name")]
     assert not find(objects, "Role", "pre-install") and not find(objects, "Role", "worker")
     assert not find(objects, "ConfigMap", "endpoints")
     assert pod_spec(one(objects, "Job", "pre-install"))["automountServiceAccountToken"] is False
@@ -146,8 +149,9 @@ def test_embedded_servers_are_left_to_the_init_container():
               "nats": {"embedded": {"enabled": True}, "service": no_service}}
     objects = render(IPOIB, values)
     args = args_of(one(objects, "Job", "pre-install"), "pre-install")
-    assert {f"--etcd-service={NAMESPACE}/dynamo-dynamo-offloading-etcd:2379", "--etcd-embedded",
-            f"--nats-service={NAMESPACE}/dynamo-dynamo-offloading-nats:4222", "--nats-embedded"} <= set(args)
+    assert [source for source, _ in peers_of(args).values()] == [
+        ("service", NAMESPACE, "dynamo-dynamo-offloading-etcd", "client", 2379, True),
+        ("service", NAMESPACE, "dynamo-dynamo-offloading-nats", "client", 4222, True)]
     assert {r["metadata"]["namespace"] for r in find(objects, "Role", "worker")} == {NAMESPACE}
 
 
@@ -195,7 +199,8 @@ def test_tls_and_credentials_reach_the_checks():
     c, env = env_of_job(certificate, nats_tls)
     assert env["ETCD_AUTH_CA"] == {"secretKeyRef": {"name": "etcd-tls", "key": "ca.crt"}}
     assert env["NATS_TLS_CA_CERT_PATH"] == "/etc/dynamo/nats-tls/ca.crt"
-    assert {"--nats-cert=/etc/dynamo/nats-tls/tls.crt", "--nats-key=/etc/dynamo/nats-tls/tls.key"} <= set(c["args"])
+    nats = cli.build_parser().parse_args(c["args"]).nats
+    assert (nats.cert, nats.key) == ("/etc/dynamo/nats-tls/tls.crt", "/etc/dynamo/nats-tls/tls.key")
     assert {"name": "nats-tls", "mountPath": "/etc/dynamo/nats-tls", "readOnly": True} in c["volumeMounts"]
 
 

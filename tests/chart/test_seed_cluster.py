@@ -5,7 +5,7 @@ import tomllib
 import pytest
 import yaml
 
-from tests.helm import container, env_of, environment_values, one, pod_spec, render
+from tests.helm import container, env_of, environment_values, one, peers_of, pod_spec, render
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,9 @@ def test_worker_resolves_the_seed_services_to_pod_ips(worker):
     """The seed pasted etcd/NATS pod IPs by hand; the resolve sidecar resolves baseten's Services at every start."""
     args = container(worker, "resolve")["args"]
     assert args[0] == "worker-init"
-    assert {"--resolve", "--etcd-service=baseten/etcd-headless:2379", "--etcd-port-name=client",
-            "--nats-service=baseten/nats-headless:4222", "--nats-port-name=nats"} <= set(args)
+    assert "--resolve" in args
+    assert peers_of(args) == {"etcd": (("service", "baseten", "etcd-headless", "client", 2379, False), "required"),
+                              "nats": (("service", "baseten", "nats-headless", "nats", 4222, False), "required")}
     # A native sidecar that answers each start of the worker container, not an init container that runs
     # only when the pod is recreated.
     resolve = container(worker, "resolve")

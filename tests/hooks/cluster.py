@@ -6,6 +6,7 @@ addresses; tests/e2e/test_hooks_in_cluster.py runs the same commands through the
 peers in a network namespace of the test."""
 
 import contextlib
+import json
 import pathlib
 
 from testbed.fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, service
@@ -18,6 +19,17 @@ users: [{{name: hooks, user: {{token: fake-token}}}}]
 contexts: [{{name: fake, context: {{cluster: fake, user: hooks}}}}]
 current-context: fake
 """
+
+
+# The seed's Services, as the chart describes them to dynamo-hooks (--etcd, --nats).
+SEED = {"etcd": {"namespace": "baseten", "service": "etcd-headless", "port": 2379, "portName": "client"},
+        "nats": {"namespace": "baseten", "service": "nats-headless", "port": 4222, "portName": "nats"}}
+
+
+def peer(name, **description):
+    """The --etcd/--nats argument of a peer's description; `seed=True` starts from the seed's Service."""
+    base = dict(SEED[name]) if description.pop("seed", False) else {}
+    return f"--{name}={json.dumps({**base, **description})}"
 
 
 def write_kubeconfig(directory, url):

@@ -9,7 +9,7 @@ from dynamo_hooks import cli
 from testbed.fake_kube_api import config_map
 from testbed.servers import free_port
 from testbed.threefs_peer import ThreeFSPeer
-from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
+from tests.hooks.cluster import dead_url, fake_api, peer, publish, write_kubeconfig
 
 RELEASE_NS = "dynamo-qwen"
 RECORD = "dynamo-dynamo-offloading-endpoints"
@@ -31,7 +31,7 @@ def api(monkeypatch, tmp_path, etcd, nats):
 
 def pre_install(*extra, mgmtd=None, cluster_id="ipoib"):
     args = ["pre-install", "--resolve", "--timeout=2",
-            "--etcd-service=baseten/etcd-headless:2379", "--nats-service=baseten/nats-headless:4222",
+            peer("etcd", seed=True), peer("nats", seed=True),
             f"--record-name={RECORD}", f"--record-namespace={RELEASE_NS}"]
     if mgmtd:
         args += [f"--mgmtd-addresses={mgmtd.address('RDMA')}", f"--cluster-id={cluster_id}"]
@@ -95,7 +95,7 @@ def test_warn_mode_goes_on(api, etcd, capsys):
     api.objects["endpointslices"].clear()
     publish(api, "baseten", "etcd-headless", etcd.port)
     publish(api, "baseten", "nats-headless", free_port())
-    assert pre_install("--nats-check=warn") == 0
+    assert pre_install(peer("nats", seed=True, check="warn")) == 0
     out = capsys.readouterr().out
     assert "warning: nats nats://127.0.0.1:" in out
     assert record(api)["data"]["ETCD_ENDPOINTS"] == f"http://127.0.0.1:{etcd.port}"
@@ -116,16 +116,16 @@ def test_missing_service(api, capsys):
 
 def test_explicit_addresses_need_no_api(monkeypatch, tmp_path, etcd, nats, capsys):
     monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
-    args = ["pre-install", "--resolve", "--timeout=2", f"--etcd-endpoints={etcd.address}",
-            f"--nats-url=nats://{nats.address}"]
+    args = ["pre-install", "--resolve", "--timeout=2", peer("etcd", explicit=[etcd.address]),
+            peer("nats", explicit=[f"nats://{nats.address}"])]
     assert cli.main(args) == 0
     assert "etcd: ok" in capsys.readouterr().out
 
 
 def test_embedded_servers_are_skipped(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
-    args = ["pre-install", "--timeout=1", f"--etcd-service={RELEASE_NS}/etcd:2379", "--etcd-embedded",
-            f"--nats-service={RELEASE_NS}/nats:4222", "--nats-embedded"]
+    args = ["pre-install", "--timeout=1", peer("etcd", namespace=RELEASE_NS, service="etcd", embedded=True),
+            peer("nats", namespace=RELEASE_NS, service="nats", embedded=True)]
     assert cli.main(args) == 0
     assert "created after this hook" in capsys.readouterr().out
 
@@ -143,8 +143,8 @@ def test_a_port_without_the_expected_name_is_taken_by_number(monkeypatch, tmp_pa
     with fake_api(monkeypatch, tmp_path) as fake:
         publish(fake, "baseten", "etcd-headless", etcd.port)
         publish(fake, "baseten", "nats-headless", nats.port, port_name="tcp-client")
-        status = cli.main(["pre-install", "--resolve", "--timeout=2", "--etcd-service=baseten/etcd-headless:2379",
-                           f"--nats-service=baseten/nats-headless:{nats.port}"])
+        status = cli.main(["pre-install", "--resolve", "--timeout=2", peer("etcd", seed=True),
+                           peer("nats", seed=True, port=nats.port)])
     out = capsys.readouterr().out
     assert status == 0
     assert (f"ok: nats baseten/nats-headless: Service baseten/nats-headless has no port named 'nats'; "
@@ -152,13 +152,13 @@ def test_a_port_without_the_expected_name_is_taken_by_number(monkeypatch, tmp_pa
     assert "nats: ok" in out
 
 
-@pytest.mark.parametrize("nats_args", [[], ["--nats-service=baseten/absent:4222"]])
+@pytest.mark.parametrize("nats_args", [{}, {"namespace": "baseten", "service": "absent"}])
 def test_an_off_check_never_fails_the_install(monkeypatch, tmp_path, etcd, capsys, nats_args):
     """NATS configured nowhere, or its Service missing: with its check off, the install goes on."""
     with fake_api(monkeypatch, tmp_path) as fake:
         publish(fake, "baseten", "etcd-headless", etcd.port)
-        status = cli.main(["pre-install", "--timeout=2", "--etcd-service=baseten/etcd-headless:2379", "--resolve",
-                           "--nats-check=off", *nats_args])
+        status = cli.main(["pre-install", "--timeout=2", peer("etcd", seed=True), "--resolve",
+                           peer("nats", check="off", **nats_args)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert captured.err == ""

@@ -10,7 +10,7 @@ import pytest
 from dynamo_hooks import cli
 from testbed.fake_kube_api import config_map
 from testbed.servers import free_port
-from tests.hooks.cluster import dead_url, fake_api, publish, write_kubeconfig
+from tests.hooks.cluster import dead_url, fake_api, peer, publish, write_kubeconfig
 from tests.hooks.test_model_path import MAIN, write_cache
 from tests.timing import SLACK
 
@@ -24,7 +24,7 @@ def hf_home(tmp_path):
 def worker_init(tmp_path, hf_home, *extra, wait=5):
     output = tmp_path / "worker.env"
     args = ["worker-init", "--resolve", "--timeout=1", f"--wait={wait}",
-            "--etcd-service=baseten/etcd-headless:2379", "--nats-service=baseten/nats-headless:4222",
+            peer("etcd", seed=True), peer("nats", seed=True),
             f"--hf-home={hf_home}", "--model-repo=Qwen/Qwen3-8B", f"--output={output}"]
     return cli.main(args + list(extra)), output
 
@@ -117,11 +117,11 @@ def test_warn_and_off_checks_do_not_hold_the_start(monkeypatch, tmp_path, nats, 
         dead = free_port()
         publish(api, "baseten", "etcd-headless", dead)
         publish(api, "baseten", "nats-headless", nats.port)
-        status, env_file = worker_init(tmp_path, hf_home, "--etcd-check=warn", wait=1)
+        status, env_file = worker_init(tmp_path, hf_home, peer("etcd", seed=True, check="warn"), wait=1)
         assert status == 0
         assert f"warning: etcd http://127.0.0.1:{dead}: connection refused" in capsys.readouterr().out
         assert sourced(env_file, "ETCD_ENDPOINTS") == [f"http://127.0.0.1:{dead}"]
-        status, env_file = worker_init(tmp_path, hf_home, "--etcd-check=off", wait=30)
+        status, env_file = worker_init(tmp_path, hf_home, peer("etcd", seed=True, check="off"), wait=30)
         out = capsys.readouterr().out
         assert status == 0 and "waiting" not in out
         # Off: the resolved address is handed over without being tried.
@@ -148,8 +148,8 @@ def test_waits_until_a_not_yet_ready_server_serves(monkeypatch, tmp_path, etcd, 
 
 def test_missing_model_says_how_to_download(monkeypatch, tmp_path, etcd, nats, capsys):
     monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path, dead_url()))
-    status, _ = worker_init(tmp_path, tmp_path / "empty-cache", f"--etcd-endpoints={etcd.address}",
-                            f"--nats-url=nats://{nats.address}")
+    status, _ = worker_init(tmp_path, tmp_path / "empty-cache", peer("etcd", explicit=[etcd.address]),
+                            peer("nats", explicit=[f"nats://{nats.address}"]))
     assert status == 1
     assert "huggingface-cli download Qwen/Qwen3-8B" in capsys.readouterr().err
 
@@ -177,15 +177,15 @@ def test_off_check_does_not_wait_for_serving_pods(monkeypatch, tmp_path, nats, h
         publish(api, "baseten", "etcd-headless", 2379, ready_ips=(), not_ready_ips=("127.0.0.1",))
         publish(api, "baseten", "nats-headless", nats.port)
         start = time.monotonic()
-        status, env_file = worker_init(tmp_path, hf_home, "--etcd-check=off", wait=30)
+        status, env_file = worker_init(tmp_path, hf_home, peer("etcd", seed=True, check="off"), wait=30)
     assert status == 0 and time.monotonic() - start < 10
     assert "ETCD_ENDPOINTS" not in env_file.read_text()
     assert "the check is off: starting with the worker's values" in capsys.readouterr().out
 
 
 def test_unreadable_certificate_is_one_line(monkeypatch, tmp_path, etcd, nats, hf_home, capsys):
-    status, _ = worker_init(tmp_path, hf_home, f"--etcd-endpoints={etcd.address}", f"--nats-url=nats://{nats.address}",
-                            "--etcd-ca=/nonexistent/ca.crt")
+    status, _ = worker_init(tmp_path, hf_home, peer("etcd", explicit=[etcd.address], ca="/nonexistent/ca.crt"),
+                            peer("nats", explicit=[f"nats://{nats.address}"]))
     assert status == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "dynamo-hooks worker-init: [Errno 2] No such file or directory: '/nonexistent/ca.crt'"]
