@@ -92,7 +92,7 @@ test: .tools/.helm check ## Check generated files, then run the test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 image: $(VENV)/.installed .tools/.debian-packages ## Build the hooks image into dist/dynamo-offloading-hooks-<version>.oci.tar (Docker, else buildah)
-	$(PYTHON) hack/build_image.py --version $(VERSION)
+	$(PYTHON) -m hack.image --version $(VERSION)
 
 image-test: image .tools/.helm ## Run dynamo-hooks inside the built image against real servers; push it to a real registry
 	$(VENV)/bin/pytest -p no:cacheprovider tests/image $(PYTEST_ARGS)

@@ -1,9 +1,8 @@
-"""hooks/Containerfile and what hack/build_image.py puts in the image, checked without building it:
+"""hooks/Containerfile and what the image build (hack/image/) puts in the image, checked without building it:
 the base is an argument, nothing is downloaded, the image runs dynamo-hooks as uid/gid 65532; the wheel
 set is the hooks package and the Kubernetes client's dependency closure, and the distributions the
 image drops again are ones the hooks never import. (`make image-test` checks the built image.)"""
 
-import importlib.util
 import json
 import re
 import shlex
@@ -15,13 +14,11 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from hack.image import base
 from tests.helm import ROOT
 
 CONTAINERFILE = ROOT / "hooks" / "Containerfile"
 
-spec = importlib.util.spec_from_file_location("build_image", ROOT / "hack" / "build_image.py")
-build_image = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(build_image)
 
 
 def instructions():
@@ -139,14 +136,14 @@ def test_dropped_distributions_are_unused_by_the_hooks():
 def test_debian_mirror_from_the_apt_sources(tmp_path, monkeypatch, sources, mirror):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(sources)
-    real = build_image.Path
+    real = base.Path
 
     def fake(path, *rest):
         path = str(path)
         return real(path.replace("/etc/apt", str(tmp_path)) if path.startswith("/etc/apt") else path, *rest)
 
-    monkeypatch.setattr(build_image, "Path", fake)
-    assert build_image.debian_mirror() == mirror
+    monkeypatch.setattr(base, "Path", fake)
+    assert base.debian_mirror() == mirror
 
 
 def test_purge_keeps_pythons_dependency_closure(tmp_path):
@@ -170,6 +167,6 @@ def test_purge_keeps_pythons_dependency_closure(tmp_path):
     }
     status.write_text("\n".join(f"Package: {name}\nStatus: install ok installed\nDepends: {deps}\n"
                                 for name, deps in packages.items()))
-    keep = build_image.kept_packages(build_image.dpkg_status(tmp_path))
+    keep = base.kept_packages(base.dpkg_status(tmp_path))
     assert keep == {"python3", "python3.11", "libpython3-stdlib", "libssl3", "libc6", "ca-certificates",
                     "openssl", "dash"}
