@@ -4,6 +4,16 @@ from testbed import servers
 from tests.helm import HELM_MAJORS
 
 
+@pytest.fixture
+def fuse_servers():
+    """The FUSE daemons (testbed.fusefs.FuseServer) a test starts, killed at the end (SIGKILL also ends a
+    SIGSTOPped one)."""
+    started = []
+    yield started
+    for server in started:
+        server.kill()
+
+
 @pytest.fixture(params=HELM_MAJORS, ids=lambda m: f"helm{m}")
 def helm_major(request):
     return request.param

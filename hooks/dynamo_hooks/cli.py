@@ -28,17 +28,17 @@ def split(text):
 
 def finish(reports, as_json):
     """Print the reports and return the exit status."""
+    failed = [r for r in reports if not r.ok]
+    told = failed[0].errors()[0] if failed else None  # the first failure's line: said once, on stderr, below
     if as_json:
         print(report.to_json(reports))
     else:
         for r in reports:
-            told = None if r.ok else r.errors()[0]  # the failed check's line: said once, on stderr, below
             for finding in r.findings:
                 if finding is not told and (finding.status != report.OK or finding.reason != "ok"):
                     log(f"{finding.status}: {finding.line(r.check)}")
             if r.ok:
                 log(r.summary())
-    failed = [r for r in reports if not r.ok]
     if failed:
         more = f" (and {len(failed) - 1} more failed: {', '.join(r.check for r in failed[1:])})" if failed[1:] else ""
         print(failed[0].summary() + more, file=sys.stderr)

@@ -6,8 +6,6 @@ Job's Bidirectional hostPath volume."""
 import errno
 import os
 
-import pytest
-
 from testbed import cluster
 from testbed.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
 from tests.e2e.runner import LABEL, PodRunner
@@ -24,14 +22,6 @@ def is_stale(path):
     except OSError as err:
         return err.errno == errno.ENOTCONN
     return False
-
-
-@pytest.fixture
-def fuse_servers():
-    started = []
-    yield started
-    for server in started:
-        server.kill()
 
 
 def test_uninstall_detaches_the_stale_mounts_of_every_node_and_keeps_files_and_live_mounts(namespace, fuse_servers):

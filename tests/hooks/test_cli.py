@@ -107,3 +107,15 @@ def test_commands_without_api_calls_never_load_the_kubernetes_client(argv):
     done = subprocess.run([sys.executable, "-c", probe, *argv, "--timeout=0.5"], capture_output=True, text=True,
                           timeout=30)
     assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_every_failure_is_told_once(capsys):
+    """The first failure on stderr (the line Helm shows), every other one on stdout: none twice, none lost."""
+    from dynamo_hooks.report import ERROR, Finding, Report
+
+    reports = [Report("etcd", [Finding("a", ERROR, "refused", "connection refused")]),
+               Report("nats", [Finding("b", ERROR, "timeout", "no answer")])]
+    assert cli.finish(reports, as_json=False) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ["etcd a: connection refused (and 1 more failed: nats)"]
+    assert out.splitlines() == ["error: nats b: no answer"]

@@ -34,16 +34,7 @@ def detach_everything_under(path):
 
 
 @pytest.fixture
-def servers():
-    """The FUSE daemons a test starts, killed at the end (SIGKILL also ends a SIGSTOPped one)."""
-    started = []
-    yield started
-    for server in started:
-        server.kill()
-
-
-@pytest.fixture
-def scratch(tmp_path, servers):
+def scratch(tmp_path, fuse_servers):
     """tmp_path, with every mount below it lazily detached at the end, whatever the test did."""
     yield tmp_path
     detach_everything_under(tmp_path)
@@ -57,15 +48,15 @@ def root(scratch):
     return path
 
 
-def fuse(servers, path, subtype="testfs"):
+def fuse(fuse_servers, path, subtype="testfs"):
     server = FuseServer(path, subtype=subtype)
-    servers.append(server)
+    fuse_servers.append(server)
     return server.start()
 
 
-def dead_fuse(servers, path, subtype="testfs"):
+def dead_fuse(fuse_servers, path, subtype="testfs"):
     """A FUSE mount whose daemon was killed: still listed, every stat fails with ENOTCONN."""
-    fuse(servers, path, subtype).kill()
+    fuse(fuse_servers, path, subtype).kill()
     return str(path)
 
 
@@ -97,8 +88,8 @@ def run_cli(capsys, *argv):
 
 # --- killed and healthy FUSE mounts -------------------------------------------------------------------------------
 
-def test_a_killed_fuse_mount_is_detached_and_its_directory_removed(servers, scratch, root):
-    point = dead_fuse(servers, root / "worker-0", subtype="hf3fs")
+def test_a_killed_fuse_mount_is_detached_and_its_directory_removed(fuse_servers, scratch, root):
+    point = dead_fuse(fuse_servers, root / "worker-0", subtype="hf3fs")
     with pytest.raises(OSError) as stat_error:
         os.stat(point)
     assert stat_error.value.errno == errno.ENOTCONN
@@ -115,9 +106,9 @@ def test_a_killed_fuse_mount_is_detached_and_its_directory_removed(servers, scra
                                      f"removed empty directory {point}"]
 
 
-def test_stale_only_detaches_the_dead_mount_and_leaves_a_healthy_one_beside_it(servers, scratch, root):
-    dead = dead_fuse(servers, root / "worker-0")
-    healthy = str(fuse(servers, root / "worker-1").mountpoint)
+def test_stale_only_detaches_the_dead_mount_and_leaves_a_healthy_one_beside_it(fuse_servers, scratch, root):
+    dead = dead_fuse(fuse_servers, root / "worker-0")
+    healthy = str(fuse(fuse_servers, root / "worker-1").mountpoint)
 
     result = mounts.cleanup(str(root), stale_only=True)
 
@@ -130,8 +121,8 @@ def test_stale_only_detaches_the_dead_mount_and_leaves_a_healthy_one_beside_it(s
                                 "removed 1 empty directory, kept 0 files")
 
 
-def test_a_wedged_fuse_daemon_does_not_hang_the_command(servers, scratch, root):
-    server = fuse(servers, root / "wedged")
+def test_a_wedged_fuse_daemon_does_not_hang_the_command(fuse_servers, scratch, root):
+    server = fuse(fuse_servers, root / "wedged")
     server.process.send_signal(signal.SIGSTOP)  # stat now blocks until the daemon answers
 
     started = time.monotonic()
@@ -144,9 +135,9 @@ def test_a_wedged_fuse_daemon_does_not_hang_the_command(servers, scratch, root):
 
 # --- nested, stacked, hidden, escaped and many mounts -------------------------------------------------------------
 
-def test_nested_mounts_are_detached_deepest_first(servers, scratch, root):
+def test_nested_mounts_are_detached_deepest_first(fuse_servers, scratch, root):
     node = tmpfs(root / "node", "node-tmpfs")
-    kv = dead_fuse(servers, root / "node" / "kv")
+    kv = dead_fuse(fuse_servers, root / "node" / "kv")
     (scratch / "data").mkdir()
     bound = bind(scratch / "data", root / "node" / "cache" / "bound")
 
@@ -169,8 +160,8 @@ def test_stacked_mounts_at_one_point_are_all_detached(scratch, root):
     assert not mounted_at(point) and not os.path.lexists(point)
 
 
-def test_a_mount_hidden_below_one_stacked_on_its_parent_goes_in_a_second_pass(servers, scratch, root):
-    hidden = dead_fuse(servers, root / "a" / "kv")
+def test_a_mount_hidden_below_one_stacked_on_its_parent_goes_in_a_second_pass(fuse_servers, scratch, root):
+    hidden = dead_fuse(fuse_servers, root / "a" / "kv")
     tmpfs(root / "a", "over-parent")  # hides the FUSE mount: its path now resolves into this tmpfs
 
     result = mounts.cleanup(str(root))
@@ -179,22 +170,22 @@ def test_a_mount_hidden_below_one_stacked_on_its_parent_goes_in_a_second_pass(se
     assert points_under(root) == []
 
 
-def test_a_mount_on_the_root_itself(servers, scratch, root):
+def test_a_mount_on_the_root_itself(fuse_servers, scratch, root):
     tmpfs(root, "root-tmpfs")
-    dead = dead_fuse(servers, root / "worker-0")
+    dead = dead_fuse(fuse_servers, root / "worker-0")
 
     kept = mounts.cleanup(str(root), stale_only=True)
     assert kept.ok and [m["mount_point"] for m in kept.detached] == [dead]
     assert [m["mount_point"] for m in kept.kept] == [str(root)] and mounted_at(root) and list(root.iterdir()) == []
 
-    dead_fuse(servers, root)  # now a dead FUSE mount on top of it: lstat of the root itself fails with ENOTCONN
+    dead_fuse(fuse_servers, root)  # now a dead FUSE mount on top of it: lstat of the root itself fails with ENOTCONN
     gone = mounts.cleanup(str(root))
     assert gone.ok and [m["source"] for m in gone.detached] == ["testfs-source", "root-tmpfs"]
     assert points_under(root) == [] and root.is_dir()
 
 
-def test_mount_points_with_spaces_tabs_newlines_and_backslashes(servers, scratch, root):
-    spaced = dead_fuse(servers, root / "kv cache")
+def test_mount_points_with_spaces_tabs_newlines_and_backslashes(fuse_servers, scratch, root):
+    spaced = dead_fuse(fuse_servers, root / "kv cache")
     odd = tmpfs(root / "tab\there\nnew\\line", "odd src")
     raw = pathlib.Path("/proc/self/mountinfo").read_text()
     assert "/kv\\040cache " in raw and "/tab\\011here\\012new\\134line " in raw and " odd\\040src " in raw
@@ -274,8 +265,8 @@ def test_a_symlink_where_a_mount_was_listed_is_not_followed(scratch, root):
     assert [m["mount_point"] for m in result.failed] == [f"{root}/worker-0"]
 
 
-def test_files_are_kept_and_reported(servers, scratch, root):
-    dead = dead_fuse(servers, root / "worker-0")
+def test_files_are_kept_and_reported(fuse_servers, scratch, root):
+    dead = dead_fuse(fuse_servers, root / "worker-0")
     (root / "notes.txt").write_text("keep me")
     (root / "model-cache" / "empty-sub").mkdir(parents=True)
     (root / "model-cache" / "weights.bin").write_bytes(b"w")
@@ -315,8 +306,8 @@ def test_a_root_through_a_symlink_is_refused_naming_it(scratch, capsys):
 
 # --- dry run, JSON, the console script ----------------------------------------------------------------------------
 
-def test_dry_run_changes_nothing(servers, scratch, root, capsys):
-    dead = dead_fuse(servers, root / "worker-0")
+def test_dry_run_changes_nothing(fuse_servers, scratch, root, capsys):
+    dead = dead_fuse(fuse_servers, root / "worker-0")
     node = tmpfs(root / "node", "node-src")
     (root / "empty").mkdir()
     (root / "notes.txt").write_text("x")
@@ -334,8 +325,8 @@ def test_dry_run_changes_nothing(servers, scratch, root, capsys):
     assert points_under(root) == before and (root / "empty").is_dir()
 
 
-def test_json_report(servers, scratch, root, capsys):
-    dead = dead_fuse(servers, root / "worker-0")
+def test_json_report(fuse_servers, scratch, root, capsys):
+    dead = dead_fuse(fuse_servers, root / "worker-0")
     healthy = tmpfs(root / "node", "node-src")
     (root / "notes.txt").write_text("x")
 
@@ -348,8 +339,8 @@ def test_json_report(servers, scratch, root, capsys):
     assert (report["failed"], report["removed_dirs"], report["kept_files"]) == ([], [dead], [f"{root}/notes.txt"])
 
 
-def test_console_script(servers, scratch, root):
-    dead = dead_fuse(servers, root / "worker-0", subtype="hf3fs")
+def test_console_script(fuse_servers, scratch, root):
+    dead = dead_fuse(fuse_servers, root / "worker-0", subtype="hf3fs")
     done = subprocess.run([SCRIPT, "cleanup-mounts", f"--root={root}", "--stale-only", "--timeout=2"],
                           capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stderr) == (0, "")
