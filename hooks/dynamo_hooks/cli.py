@@ -7,13 +7,13 @@ Each command imports the modules it runs when it runs: a check of etcd, NATS or 
 cleanup never load the Kubernetes client, and start in a fraction of the time."""
 
 import argparse
-import json
 import math
 import os
 import sys
 
 from dynamo_hooks import connections, report
 from dynamo_hooks.kube_error import KubeError
+from dynamo_hooks.report import ERROR, OK, Finding, Report
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -45,11 +45,6 @@ def finish(reports, as_json):
     return 1 if failed else 0
 
 
-def fail(message):
-    print(message, file=sys.stderr)
-    return 1
-
-
 def cmd_check_etcd(args):
     from dynamo_hooks import etcd
 
@@ -77,18 +72,22 @@ def cmd_resolve_endpoints(args):
     from dynamo_hooks import endpoints, kube
 
     namespace, name, port = connections.parse_service(args.service, 0)
+    service = f"{namespace}/{name}"
     try:
         found = endpoints.resolve_service(kube.api_client(), namespace, name, args.port_name, args.timeout,
                                           port_number=port or None)
     except KubeError as err:
-        return fail(f"{err.peer}: {err.message}")
-    if args.json:
-        print(json.dumps({"service": f"{namespace}/{name}", "addresses": found.addresses, "note": found.note}))
-        return 0
+        return finish([api_failure("resolve-endpoints", err)], args.json)
+    addresses = ",".join(found.addresses)
+    findings = [Finding(service, OK, "ok", addresses, {"addresses": found.addresses})]
     if found.note:
-        print(found.note, file=sys.stderr)
-    print(",".join(found.addresses))
-    return 0
+        findings.append(Finding(service, OK, "port-by-number", found.note))
+    return finish([Report("resolve-endpoints", findings, tally=f"{service}: {addresses}")], args.json)
+
+
+def api_failure(check, err):
+    """The Report of a command stopped by a Kubernetes API failure."""
+    return Report(check, [Finding(err.peer, ERROR, err.reason, err.message)])
 
 
 def release_namespace(given=""):
@@ -113,15 +112,10 @@ def cmd_pre_install(args):
         timeout=args.timeout,
     )
     try:
-        reports, recorded = preinstall.run(plan, kube.api_client() if needs_api(plan) else None)
+        api = kube.api_client() if needs_api(plan) else None
     except KubeError as err:
-        return fail(f"{err.peer}: {err.message}")
-    status = finish(reports, args.json)
-    where = f"ConfigMap {plan.record_namespace}/{plan.record_name}"
-    if recorded is not None and not args.json:
-        log(f"recorded the resolved addresses in {where}" if recorded else
-            f"{where} does not exist yet (a first install): the worker's resolve sidecar records them at its start")
-    return status
+        return finish([api_failure("pre-install", err)], args.json)
+    return finish(preinstall.run(plan, api), args.json)
 
 
 def needs_api(plan):
@@ -155,7 +149,8 @@ def cmd_worker_init(args):
     try:
         env = worker_init.handoff(plan, worker_api(plan), log)
     except worker_init.HANDOFF_ERRORS as err:
-        return fail(getattr(err, "message", None) or str(err))
+        why = getattr(err, "message", None) or str(err)
+        return finish([Report("worker-init", [Finding("", ERROR, "no-handoff", why)])], as_json=False)
     worker_init.write_env_file(args.output, env)
     log(f"wrote {args.output}")
     if args.serve:
@@ -167,16 +162,8 @@ def cmd_worker_init(args):
 def cmd_cleanup_mounts(args):
     from dynamo_hooks import mounts
 
-    result = mounts.cleanup(args.root, stale_only=args.stale_only, dry_run=args.dry_run, timeout=args.timeout)
-    if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
-    else:
-        for line in result.action_lines():
-            log(line)
-        log(result.summary())
-    for line in result.failure_lines():
-        print(line, file=sys.stderr)
-    return 0 if result.ok or args.dry_run else 1
+    report = mounts.cleanup(args.root, stale_only=args.stale_only, dry_run=args.dry_run, timeout=args.timeout)
+    return finish([report], args.json)
 
 
 def cmd_cleanup_nodes(args):
@@ -184,12 +171,8 @@ def cmd_cleanup_nodes(args):
 
     nodes = list(dict.fromkeys(split(args.nodes)))
     if not nodes:
-        if args.json:
-            print(json.dumps({"ok": True, "checks": [{"check": node_cleanup.CHECK, "ok": True, "findings": []}]},
-                             indent=2))
-        else:
-            log(f"{node_cleanup.CHECK}: no node to clean up")
-        return 0
+        return finish([Report(node_cleanup.CHECK, [Finding("", OK, "ok", "no node")], tally="no node to clean up")],
+                      args.json)
     if bool(args.owner_pod_name) != bool(args.owner_pod_uid):
         raise ValueError("--owner-pod-name and --owner-pod-uid go together")
     template = node_cleanup.load_template(args.job_template)
@@ -201,7 +184,7 @@ def cmd_cleanup_nodes(args):
     try:
         api = kube.api_client()
     except KubeError as err:
-        return fail(f"{err.peer}: {err.message}")
+        return finish([api_failure(node_cleanup.CHECK, err)], args.json)
     progress = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else log
     result = node_cleanup.cleanup_nodes(api, namespace, nodes, template, args.worker_selector, owner, args.pods_wait,
                                         args.deadline, args.timeout, log=progress)

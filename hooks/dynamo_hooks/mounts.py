@@ -15,6 +15,9 @@ import stat
 import threading
 import time
 
+from dynamo_hooks.report import ERROR, OK, WARNING, Finding, Report
+
+CHECK = "cleanup-mounts"
 MOUNTINFO = "/proc/self/mountinfo"
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
@@ -304,8 +307,8 @@ def remove_dir(dir_fd, name, path, dry_run, out):
 # --- the whole pass -----------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class Cleanup:
-    """The outcome of one cleanup-mounts run."""
+class Outcome:
+    """What one cleanup-mounts run did, gathered as it goes; report() turns it into the command's Report."""
 
     root: str
     dry_run: bool = False
@@ -316,42 +319,34 @@ class Cleanup:
     failed: list = dataclasses.field(default_factory=list)
     leftovers: Leftovers = dataclasses.field(default_factory=Leftovers)
 
-    @property
-    def ok(self):
-        return not self.failed
-
-    def as_dict(self):
-        return {"root": self.root, "ok": self.ok, "dry_run": self.dry_run, "stale_only": self.stale_only,
-                "missing": self.missing, "detached": self.detached, "kept": self.kept, "failed": self.failed,
-                "removed_dirs": self.leftovers.removed_dirs, "kept_files": self.leftovers.kept_files,
-                "unreadable": self.leftovers.unreadable}
-
-    def action_lines(self):
+    def report(self):
+        """One finding per mount, directory and file (each entry in its details), and the root's; the tally
+        counts them."""
         detached, removed = ("would detach", "would remove") if self.dry_run else ("detached", "removed")
-        lines = [f"{detached} {m['mount_point']} ({describe(m)})" for m in self.detached]
-        lines += [f"kept {m['mount_point']} ({describe(m)})" for m in self.kept]
-        lines += [f"{removed} empty directory {d}" for d in self.leftovers.removed_dirs]
-        lines += [f"kept file {f}" for f in self.leftovers.kept_files]
-        lines += [f"kept directory {u['path']} ({u['error']})" for u in self.leftovers.unreadable]
-        return lines
+        # The root's own finding, silent: the tally speaks of it.
+        findings = [Finding(self.root, OK, "ok", "does not exist, nothing to do" if self.missing else "present")]
+        findings += [Finding(m["mount_point"], OK, detached.replace(" ", "-"), f"{detached} ({describe(m)})", m)
+                     for m in self.detached]
+        findings += [Finding(m["mount_point"], OK, "kept", f"kept ({describe(m)})", m) for m in self.kept]
+        findings += [Finding(m["mount_point"], ERROR, "detach-failed",
+                             f"could not detach ({m['fs_type']} {m['source']}): {m['error']}", m) for m in self.failed]
+        findings += [Finding(d, OK, removed.replace(" ", "-"), f"{removed} empty directory")
+                     for d in self.leftovers.removed_dirs]
+        findings += [Finding(f, OK, "kept-file", "kept file") for f in self.leftovers.kept_files]
+        findings += [Finding(u["path"], WARNING, "unreadable", f"kept directory ({u['error']})")
+                     for u in self.leftovers.unreadable]
+        return Report(CHECK, findings, tally=self.tally())
 
-    def failure_lines(self):
-        return [f"could not detach {m['mount_point']} ({m['fs_type']} {m['source']}): {m['error']}"
-                for m in self.failed]
-
-    def summary(self):
+    def tally(self):
         if self.missing:
-            return f"cleanup-mounts {self.root}: does not exist, nothing to do"
+            return f"{self.root} does not exist, nothing to do"
         detached, removed = ("would detach", "would remove") if self.dry_run else ("detached", "removed")
         parts = [f"{detached} {count(len(self.detached), 'mount')}"]
         if self.stale_only:
             parts.append(f"kept {count(len(self.kept), 'mount')} not stale")
-        if self.failed:
-            parts.append(f"failed to detach {count(len(self.failed), 'mount')}")
         parts += [f"{removed} {count(len(self.leftovers.removed_dirs), 'empty directory', 'empty directories')}",
                   f"kept {count(len(self.leftovers.kept_files), 'file')}"]
-        status = "dry run" if self.dry_run else ("ok" if self.ok else "FAILED")
-        return f"cleanup-mounts {self.root} ({status}): {', '.join(parts)}"
+        return f"{'dry run, ' if self.dry_run else ''}{self.root}: {', '.join(parts)}"
 
 
 def count(number, singular, plural=None):
@@ -378,12 +373,12 @@ def cleanup(root, stale_only=False, dry_run=False, timeout=5.0, mountinfo=MOUNTI
     directories. Passes repeat while they make progress: a mount hidden below another one stacked on a parent
     directory can only be reached once that one is gone. ValueError for a root it must not touch."""
     root = check_root(root)
-    result = Cleanup(root=root, dry_run=dry_run, stale_only=stale_only)
+    result = Outcome(root=root, dry_run=dry_run, stale_only=stale_only)
     if not root_exists(root):
         result.missing = True
-        return result
+        return result.report()
     if dry_run:
-        return plan(root, result, mountinfo, timeout)
+        return plan(root, result, mountinfo, timeout).report()
     for _ in range(MAX_PASSES):
         settled = {e["mount_id"] for e in result.kept}
         stacks = mounts_under([m for m in read_mountinfo(mountinfo) if m.mount_id not in settled], root)
@@ -395,7 +390,7 @@ def cleanup(root, stale_only=False, dry_run=False, timeout=5.0, mountinfo=MOUNTI
             break
     remaining = {m.mount_point for m in read_mountinfo(mountinfo) if is_under(m.mount_point, root)}
     result.leftovers = remove_empty_dirs(root, remaining)
-    return result
+    return result.report()
 
 
 def plan(root, result, mountinfo, timeout):

@@ -6,7 +6,7 @@ import dataclasses
 
 from dynamo_hooks import connections, mgmtd, record
 from dynamo_hooks.kube import KubeError
-from dynamo_hooks.report import OK, Finding, Report
+from dynamo_hooks.report import ERROR, OK, Finding, Report
 
 
 @dataclasses.dataclass
@@ -59,8 +59,8 @@ def verify_mgmtd(plan):
 
 
 def run(plan, api):
-    """(reports, recorded: True, False when the ConfigMap does not exist yet, or None when nothing was to
-    be recorded). Nothing is recorded unless every required check passed."""
+    """The reports of the checks, and of the record when there was something to record: nothing is recorded
+    unless every required check passed."""
     reports, data = [], {}
     for conn in (plan.etcd, plan.nats):
         report, urls = verify_connection(plan, api, conn)
@@ -70,6 +70,17 @@ def run(plan, api):
     mgmtd_report = verify_mgmtd(plan)
     if mgmtd_report:
         reports.append(mgmtd_report)
-    if not all(r.ok for r in reports) or not data or not plan.record_name:
-        return reports, None
-    return reports, record.patch_record(api, plan.record_namespace, plan.record_name, data, plan.timeout)
+    if all(r.ok for r in reports) and data and plan.record_name:
+        reports.append(record_report(plan, api, data))
+    return reports
+
+
+def record_report(plan, api, data):
+    where = f"ConfigMap {plan.record_namespace}/{plan.record_name}"
+    try:
+        written = record.patch_record(api, plan.record_namespace, plan.record_name, data, plan.timeout)
+    except KubeError as err:
+        return Report("record", [Finding(err.peer, ERROR, err.reason, err.message)])
+    said = (f"recorded the resolved addresses in {where}" if written else f"{where} does not exist yet (a first "
+            "install): the worker's resolve sidecar records them at its start")
+    return Report("record", [Finding(where, OK, "ok", said)], tally=said)

@@ -1,4 +1,5 @@
-"""What a check found: one Finding per peer, gathered in a Report that the CLI prints and turns into an exit code."""
+"""What a command found: one Finding per peer (or mount, or node), gathered in a Report; every dynamo-hooks
+command ends in Reports, which the CLI prints one way and turns into an exit code."""
 
 import dataclasses
 import json
@@ -17,7 +18,7 @@ class Finding:
     details: dict = dataclasses.field(default_factory=dict)
 
     def line(self, check):
-        return f"{check} {self.peer}: {self.message}"
+        return f"{check} {self.peer}: {self.message}" if self.peer else f"{check}: {self.message}"
 
 
 @dataclasses.dataclass
@@ -27,6 +28,7 @@ class Report:
     check: str
     findings: list
     need: str = "all"  # "all" or "any"
+    tally: str = ""  # what a passing summary says instead of the peers' names (counts, for many findings)
 
     @property
     def ok(self):
@@ -48,7 +50,7 @@ class Report:
         if not self.ok:
             return self.errors()[0].line(self.check)
         good = [f.peer for f in self.findings if f.status != ERROR]
-        return f"{self.check}: ok ({', '.join(good)})"
+        return f"{self.check}: ok ({self.tally or ', '.join(good)})"
 
     def as_dict(self):
         return {"check": self.check, "ok": self.ok,

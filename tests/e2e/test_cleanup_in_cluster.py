@@ -67,7 +67,7 @@ def test_uninstall_detaches_the_stale_mounts_of_every_node_and_keeps_files_and_l
             assert not mounted_at(dead) and not os.path.lexists(dead), f"{node}: {node_logs}"
             # The Job sees the node's paths at its own mount path, as on a node.
             log = next(text for name, text in node_logs.items() if node in name).splitlines()
-            assert f"detached {staging}/{subpath} (fuse.hf3fs testfs-source, stale: " \
+            assert f"ok: cleanup-mounts {staging}/{subpath}: detached (fuse.hf3fs testfs-source, stale: " \
                    "Transport endpoint is not connected)" in log
-            assert f"kept {staging}/other-release (fuse.hf3fs testfs-source, healthy)" in log
-            assert f"kept file {staging}/kept.txt" in log
+            assert f"ok: cleanup-mounts {staging}/other-release: kept (fuse.hf3fs testfs-source, healthy)" in log
+            assert f"ok: cleanup-mounts {staging}/kept.txt: kept file" in log

@@ -34,18 +34,20 @@ def test_resolve_endpoints(monkeypatch, tmp_path, capsys):
     with fake_api(monkeypatch, tmp_path) as api:
         publish(api, "baseten", "etcd-headless", 2379, ready_ips=("10.0.0.2", "10.0.0.1"), not_ready_ips=("10.0.0.3",))
         assert cli.main(["resolve-endpoints", "--service=baseten/etcd-headless"]) == 0
-        assert capsys.readouterr().out.strip() == "10.0.0.1:2379,10.0.0.2:2379"
+        assert capsys.readouterr().out.splitlines() == ["resolve-endpoints: ok (baseten/etcd-headless: "
+                                                        "10.0.0.1:2379,10.0.0.2:2379)"]
         assert cli.main(["resolve-endpoints", "--service=baseten/etcd-headless", "--json"]) == 0
-        assert json.loads(capsys.readouterr().out) == {"service": "baseten/etcd-headless",
-                                                       "addresses": ["10.0.0.1:2379", "10.0.0.2:2379"], "note": ""}
+        (check,) = json.loads(capsys.readouterr().out)["checks"]
+        assert check["findings"][0]["details"] == {"addresses": ["10.0.0.1:2379", "10.0.0.2:2379"]}
         assert cli.main(["resolve-endpoints", "--service=baseten/nats-headless"]) == 1
-        assert capsys.readouterr().err.strip() == "baseten/nats-headless: Service baseten/nats-headless not found"
+        assert capsys.readouterr().err.strip() == ("resolve-endpoints baseten/nats-headless: "
+                                                   "Service baseten/nats-headless not found")
         # Bitnami's NATS names its client port tcp-client: with a port number, that one is read, and said so.
         publish(api, "baseten", "nats", 4222, ready_ips=("10.0.0.7",), port_name="tcp-client")
         assert cli.main(["resolve-endpoints", "--service=baseten/nats:4222", "--port-name=nats"]) == 0
-        out = capsys.readouterr()
-        assert out.out.strip() == "10.0.0.7:4222"
-        assert out.err.strip() == "Service baseten/nats has no port named 'nats'; used port 4222"
+        assert capsys.readouterr().out.splitlines() == [
+            "ok: resolve-endpoints baseten/nats: Service baseten/nats has no port named 'nats'; used port 4222",
+            "resolve-endpoints: ok (baseten/nats: 10.0.0.7:4222)"]
 
 
 def test_check_mgmtd_json(capsys):
@@ -93,8 +95,9 @@ def test_each_command_fails_with_one_line_naming_what_is_wrong(tmp_path):
     assert failure("worker-init", f"--output={output}") == (
         1, [f"dynamo-hooks worker-init: cannot write {output}: No such file or directory"])
     assert failure("worker-init", f"--output={tmp_path / 'w.env'}", f"--hf-home={tmp_path}", "--model-repo=org/m") == (
-        1, [f"model org/m is not in the Hugging Face cache {tmp_path}/hub (no models--org--m); download it on this "
-            f"node with `HF_HOME={tmp_path} huggingface-cli download org/m`, or enable modelDownloader"])
+        1, [f"worker-init: model org/m is not in the Hugging Face cache {tmp_path}/hub (no models--org--m); "
+            f"download it on this node with `HF_HOME={tmp_path} huggingface-cli download org/m`, or enable "
+            "modelDownloader"])
 
 
 @pytest.mark.parametrize("argv", [["check-etcd", "--endpoints=http://127.0.0.1:1"], ["check-nats", "--server=nats://127.0.0.1:1"],

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -80,6 +81,23 @@ def points_under(path):
     return [m.mount_point for m in mounts.read_mountinfo() if mounts.is_under(m.mount_point, str(path))]
 
 
+def seen(report):
+    """What a cleanup-mounts Report says, by kind: the mounts' entries, the directories and the files."""
+    def by(*reasons):
+        return [f for f in report.findings if f.reason in reasons]
+    return types.SimpleNamespace(
+        ok=report.ok, report=report, detached=[f.details for f in by("detached", "would-detach")],
+        kept=[f.details for f in by("kept")], failed=[f.details for f in by("detach-failed")],
+        removed_dirs=[f.peer for f in by("removed", "would-remove")], kept_files=[f.peer for f in by("kept-file")])
+
+
+def printed(result, capsys):
+    """The lines dynamo-hooks prints for the report."""
+    capsys.readouterr()
+    cli.finish([result.report], as_json=False)
+    return capsys.readouterr().out.splitlines()
+
+
 def run_cli(capsys, *argv):
     status = cli.main(["cleanup-mounts", *map(str, argv)])
     out = capsys.readouterr()
@@ -88,37 +106,39 @@ def run_cli(capsys, *argv):
 
 # --- killed and healthy FUSE mounts -------------------------------------------------------------------------------
 
-def test_a_killed_fuse_mount_is_detached_and_its_directory_removed(fuse_servers, scratch, root):
+def test_a_killed_fuse_mount_is_detached_and_its_directory_removed(fuse_servers, scratch, root, capsys):
     point = dead_fuse(fuse_servers, root / "worker-0", subtype="hf3fs")
     with pytest.raises(OSError) as stat_error:
         os.stat(point)
     assert stat_error.value.errno == errno.ENOTCONN
     assert mounted_at(point) and not os.path.ismount(point)  # ismount hides it: mountinfo is the truth
 
-    result = mounts.cleanup(str(root))
+    result = seen(mounts.cleanup(str(root)))
 
     assert result.ok and result.detached == [{"mount_point": point, "fs_type": "fuse.hf3fs",
                                               "source": "testfs-source", "mount_id": result.detached[0]["mount_id"],
                                               "stale": ENOTCONN_TEXT}]
-    assert result.leftovers.removed_dirs == [point]
+    assert result.removed_dirs == [point]
     assert not mounted_at(point) and not os.path.lexists(point) and root.is_dir()
-    assert result.action_lines() == [f"detached {point} (fuse.hf3fs testfs-source, stale: {ENOTCONN_TEXT})",
-                                     f"removed empty directory {point}"]
+    assert printed(result, capsys) == [
+        f"ok: cleanup-mounts {point}: detached (fuse.hf3fs testfs-source, stale: {ENOTCONN_TEXT})",
+        f"ok: cleanup-mounts {point}: removed empty directory",
+        f"cleanup-mounts: ok ({root}: detached 1 mount, removed 1 empty directory, kept 0 files)"]
 
 
 def test_stale_only_detaches_the_dead_mount_and_leaves_a_healthy_one_beside_it(fuse_servers, scratch, root):
     dead = dead_fuse(fuse_servers, root / "worker-0")
     healthy = str(fuse(fuse_servers, root / "worker-1").mountpoint)
 
-    result = mounts.cleanup(str(root), stale_only=True)
+    result = seen(mounts.cleanup(str(root), stale_only=True))
 
     assert result.ok
     assert [(m["mount_point"], m["stale"]) for m in result.detached] == [(dead, ENOTCONN_TEXT)]
     assert [(m["mount_point"], m["note"]) for m in result.kept] == [(healthy, "healthy")]
     assert mounted_at(healthy) and (pathlib.Path(healthy) / FILE_NAME).read_bytes() == FILE_DATA
-    assert not os.path.lexists(dead) and result.leftovers.removed_dirs == [dead]
-    assert result.summary() == (f"cleanup-mounts {root} (ok): detached 1 mount, kept 1 mount not stale, "
-                                "removed 1 empty directory, kept 0 files")
+    assert not os.path.lexists(dead) and result.removed_dirs == [dead]
+    assert result.report.summary() == (f"cleanup-mounts: ok ({root}: detached 1 mount, kept 1 mount not stale, "
+                                       "removed 1 empty directory, kept 0 files)")
 
 
 def test_a_wedged_fuse_daemon_does_not_hang_the_command(fuse_servers, scratch, root):
@@ -126,7 +146,7 @@ def test_a_wedged_fuse_daemon_does_not_hang_the_command(fuse_servers, scratch, r
     server.process.send_signal(signal.SIGSTOP)  # stat now blocks until the daemon answers
 
     started = time.monotonic()
-    result = mounts.cleanup(str(root), stale_only=True, timeout=0.5)
+    result = seen(mounts.cleanup(str(root), stale_only=True, timeout=0.5))
 
     assert time.monotonic() - started < 0.5 + SLACK
     assert result.ok and [m["stale"] for m in result.detached] == ["stat timed out after 0.5s"]
@@ -141,7 +161,7 @@ def test_nested_mounts_are_detached_deepest_first(fuse_servers, scratch, root):
     (scratch / "data").mkdir()
     bound = bind(scratch / "data", root / "node" / "cache" / "bound")
 
-    result = mounts.cleanup(str(root))
+    result = seen(mounts.cleanup(str(root)))
 
     assert result.ok
     assert [m["mount_point"] for m in result.detached] == [bound, kv, node]
@@ -154,7 +174,7 @@ def test_stacked_mounts_at_one_point_are_all_detached(scratch, root):
     tmpfs(point, "middle")
     tmpfs(point, "top")
 
-    result = mounts.cleanup(str(root))
+    result = seen(mounts.cleanup(str(root)))
 
     assert result.ok and [m["source"] for m in result.detached] == ["top", "middle", "bottom"]
     assert not mounted_at(point) and not os.path.lexists(point)
@@ -164,7 +184,7 @@ def test_a_mount_hidden_below_one_stacked_on_its_parent_goes_in_a_second_pass(fu
     hidden = dead_fuse(fuse_servers, root / "a" / "kv")
     tmpfs(root / "a", "over-parent")  # hides the FUSE mount: its path now resolves into this tmpfs
 
-    result = mounts.cleanup(str(root))
+    result = seen(mounts.cleanup(str(root)))
 
     assert result.ok and [m["mount_point"] for m in result.detached] == [str(root / "a"), hidden]
     assert points_under(root) == []
@@ -174,12 +194,12 @@ def test_a_mount_on_the_root_itself(fuse_servers, scratch, root):
     tmpfs(root, "root-tmpfs")
     dead = dead_fuse(fuse_servers, root / "worker-0")
 
-    kept = mounts.cleanup(str(root), stale_only=True)
+    kept = seen(mounts.cleanup(str(root), stale_only=True))
     assert kept.ok and [m["mount_point"] for m in kept.detached] == [dead]
     assert [m["mount_point"] for m in kept.kept] == [str(root)] and mounted_at(root) and list(root.iterdir()) == []
 
     dead_fuse(fuse_servers, root)  # now a dead FUSE mount on top of it: lstat of the root itself fails with ENOTCONN
-    gone = mounts.cleanup(str(root))
+    gone = seen(mounts.cleanup(str(root)))
     assert gone.ok and [m["source"] for m in gone.detached] == ["testfs-source", "root-tmpfs"]
     assert points_under(root) == [] and root.is_dir()
 
@@ -190,7 +210,7 @@ def test_mount_points_with_spaces_tabs_newlines_and_backslashes(fuse_servers, sc
     raw = pathlib.Path("/proc/self/mountinfo").read_text()
     assert "/kv\\040cache " in raw and "/tab\\011here\\012new\\134line " in raw and " odd\\040src " in raw
 
-    result = mounts.cleanup(str(root))
+    result = seen(mounts.cleanup(str(root)))
 
     assert result.ok and sorted(m["mount_point"] for m in result.detached) == sorted([spaced, odd])
     assert {m["source"] for m in result.detached} == {"testfs-source", "odd src"}
@@ -202,7 +222,7 @@ def test_twenty_mounts(scratch, root):
     made = [tmpfs(root / f"tmpfs-{i:02}", f"t{i}") for i in range(10)]
     made += [bind(scratch / "shared", root / "binds" / f"bind-{i:02}") for i in range(10)]
 
-    result = mounts.cleanup(str(root))
+    result = seen(mounts.cleanup(str(root)))
 
     assert result.ok and sorted(m["mount_point"] for m in result.detached) == sorted(made)
     assert points_under(root) == [] and list(root.iterdir()) == []
@@ -215,19 +235,20 @@ def test_a_clean_root_twice(root, capsys):
 
     status, out, err = run_cli(capsys, "--root", root)
     assert (status, err) == (0, [])
-    assert out == [f"removed empty directory {root}/a/b/c", f"removed empty directory {root}/a/b",
-                   f"removed empty directory {root}/a",
-                   f"cleanup-mounts {root} (ok): detached 0 mounts, removed 3 empty directories, kept 0 files"]
+    assert out == [f"ok: cleanup-mounts {root}/a/b/c: removed empty directory",
+                   f"ok: cleanup-mounts {root}/a/b: removed empty directory",
+                   f"ok: cleanup-mounts {root}/a: removed empty directory",
+                   f"cleanup-mounts: ok ({root}: detached 0 mounts, removed 3 empty directories, kept 0 files)"]
 
     status, out, err = run_cli(capsys, "--root", root)
     assert (status, err) == (0, [])
-    assert out == [f"cleanup-mounts {root} (ok): detached 0 mounts, removed 0 empty directories, kept 0 files"]
+    assert out == [f"cleanup-mounts: ok ({root}: detached 0 mounts, removed 0 empty directories, kept 0 files)"]
     assert root.is_dir()
 
 
 def test_a_missing_root_is_nothing_to_do(scratch, capsys):
     status, out, err = run_cli(capsys, "--root", scratch / "gone")
-    assert (status, out, err) == (0, [f"cleanup-mounts {scratch}/gone: does not exist, nothing to do"], [])
+    assert (status, out, err) == (0, [f"cleanup-mounts: ok ({scratch}/gone does not exist, nothing to do)"], [])
 
 
 def test_a_symlink_inside_the_root_is_never_followed(scratch, root):
@@ -239,10 +260,10 @@ def test_a_symlink_inside_the_root_is_never_followed(scratch, root):
     (root / "deep" / "to-file").symlink_to(pathlib.Path(outside) / "weights.bin")
     (root / "loop").symlink_to(root)
 
-    result = mounts.cleanup(str(root))
+    result = seen(mounts.cleanup(str(root)))
 
-    assert result.ok and result.detached == [] and result.leftovers.removed_dirs == []
-    assert result.leftovers.kept_files == [f"{root}/deep/to-file", f"{root}/link", f"{root}/loop"]
+    assert result.ok and result.detached == [] and result.removed_dirs == []
+    assert result.kept_files == [f"{root}/deep/to-file", f"{root}/link", f"{root}/loop"]
     assert mounted_at(outside)
     assert (pathlib.Path(outside) / "weights.bin").read_bytes() == b"weights"
     assert (pathlib.Path(outside) / "empty").is_dir()
@@ -257,7 +278,7 @@ def test_a_symlink_where_a_mount_was_listed_is_not_followed(scratch, root):
     listing.write_text(pathlib.Path(mounts.MOUNTINFO).read_text()
                        + f"99999 1 0:999 / {root}/worker-0 rw,relatime - fuse.hf3fs hf3fs.ipoib rw\n")
 
-    result = mounts.cleanup(str(root), mountinfo=str(listing))
+    result = seen(mounts.cleanup(str(root), mountinfo=str(listing)))
 
     assert mounted_at(outside)
     assert (root / "worker-0").is_symlink()
@@ -265,7 +286,7 @@ def test_a_symlink_where_a_mount_was_listed_is_not_followed(scratch, root):
     assert [m["mount_point"] for m in result.failed] == [f"{root}/worker-0"]
 
 
-def test_files_are_kept_and_reported(fuse_servers, scratch, root):
+def test_files_are_kept_and_reported(fuse_servers, scratch, root, capsys):
     dead = dead_fuse(fuse_servers, root / "worker-0")
     (root / "notes.txt").write_text("keep me")
     (root / "model-cache" / "empty-sub").mkdir(parents=True)
@@ -274,14 +295,14 @@ def test_files_are_kept_and_reported(fuse_servers, scratch, root):
     (beside / "empty").mkdir(parents=True)
     (beside / "config.json").write_text("{}")
 
-    result = mounts.cleanup(str(root))
+    result = seen(mounts.cleanup(str(root)))
 
     assert result.ok and [m["mount_point"] for m in result.detached] == [dead]
-    assert result.leftovers.kept_files == [f"{root}/model-cache/weights.bin", f"{root}/notes.txt"]
-    assert result.leftovers.removed_dirs == [f"{root}/model-cache/empty-sub", dead]
+    assert result.kept_files == [f"{root}/model-cache/weights.bin", f"{root}/notes.txt"]
+    assert result.removed_dirs == [f"{root}/model-cache/empty-sub", dead]
     assert (root / "notes.txt").read_text() == "keep me" and (root / "model-cache" / "weights.bin").read_bytes() == b"w"
     assert (beside / "empty").is_dir() and (beside / "config.json").read_text() == "{}"
-    assert f"kept file {root}/notes.txt" in result.action_lines()
+    assert f"ok: cleanup-mounts {root}/notes.txt: kept file" in printed(result, capsys)
 
 
 # --- refusals -----------------------------------------------------------------------------------------------------
@@ -316,12 +337,14 @@ def test_dry_run_changes_nothing(fuse_servers, scratch, root, capsys):
     status, out, err = run_cli(capsys, "--root", root, "--dry-run")
 
     assert (status, err) == (0, [])
-    assert out == [f"would detach {node} (tmpfs node-src)",  # same depth: the later mount first
-                   f"would detach {dead} (fuse.testfs testfs-source, stale: {ENOTCONN_TEXT})",
-                   f"would remove empty directory {root}/empty", f"would remove empty directory {node}",
-                   f"would remove empty directory {dead}", f"kept file {root}/notes.txt",
-                   f"cleanup-mounts {root} (dry run): would detach 2 mounts, would remove 3 empty directories, "
-                   "kept 1 file"]
+    assert out == [f"ok: cleanup-mounts {node}: would detach (tmpfs node-src)",  # same depth: the later mount first
+                   f"ok: cleanup-mounts {dead}: would detach (fuse.testfs testfs-source, stale: {ENOTCONN_TEXT})",
+                   f"ok: cleanup-mounts {root}/empty: would remove empty directory",
+                   f"ok: cleanup-mounts {node}: would remove empty directory",
+                   f"ok: cleanup-mounts {dead}: would remove empty directory",
+                   f"ok: cleanup-mounts {root}/notes.txt: kept file",
+                   f"cleanup-mounts: ok (dry run, {root}: would detach 2 mounts, would remove 3 empty directories, "
+                   "kept 1 file)"]
     assert points_under(root) == before and (root / "empty").is_dir()
 
 
@@ -334,9 +357,11 @@ def test_json_report(fuse_servers, scratch, root, capsys):
 
     report = json.loads("\n".join(out))
     assert (status, err, report["ok"]) == (0, [], True)
-    assert [m["mount_point"] for m in report["detached"]] == [dead]
-    assert [m["mount_point"] for m in report["kept"]] == [healthy]
-    assert (report["failed"], report["removed_dirs"], report["kept_files"]) == ([], [dead], [f"{root}/notes.txt"])
+    (check,) = report["checks"]
+    found = [(f["reason"], f["peer"]) for f in check["findings"]]
+    assert found == [("ok", str(root)), ("detached", dead), ("kept", healthy), ("removed", dead),
+                     ("kept-file", f"{root}/notes.txt")]
+    assert check["findings"][1]["details"]["stale"] == ENOTCONN_TEXT
 
 
 def test_console_script(fuse_servers, scratch, root):
@@ -345,9 +370,10 @@ def test_console_script(fuse_servers, scratch, root):
                           capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.splitlines() == [
-        f"detached {dead} (fuse.hf3fs testfs-source, stale: {ENOTCONN_TEXT})", f"removed empty directory {dead}",
-        f"cleanup-mounts {root} (ok): detached 1 mount, kept 0 mounts not stale, "
-        "removed 1 empty directory, kept 0 files"]
+        f"ok: cleanup-mounts {dead}: detached (fuse.hf3fs testfs-source, stale: {ENOTCONN_TEXT})",
+        f"ok: cleanup-mounts {dead}: removed empty directory",
+        f"cleanup-mounts: ok ({root}: detached 1 mount, kept 0 mounts not stale, removed 1 empty directory, "
+        "kept 0 files)"]
     assert not mounted_at(dead)
 
 
@@ -357,10 +383,9 @@ def test_console_script_fails_on_a_mount_it_cannot_detach(root):
     done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", SCRIPT, "cleanup-mounts",
                            f"--root={root}"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [
-        f"could not detach {pinned} (tmpfs pinned-src): still mounted (umount2: {os.strerror(errno.EINVAL)})"]
-    assert done.stdout.splitlines()[-1] == (f"cleanup-mounts {root} (FAILED): detached 0 mounts, "
-                                            "failed to detach 1 mount, removed 0 empty directories, kept 0 files")
+    assert done.stderr.splitlines() == [f"cleanup-mounts {pinned}: could not detach (tmpfs pinned-src): still mounted "
+                                        f"(umount2: {os.strerror(errno.EINVAL)})"]
+    assert done.stdout == ""
     assert mounted_at(pinned)
 
 

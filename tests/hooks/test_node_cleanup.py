@@ -330,7 +330,7 @@ def test_cli_nothing_to_clean_and_bad_arguments(tmp_path, capsys):
     path = write_template(tmp_path)
     common = [f"--job-template={path}", f"--worker-selector={WORKERS}", "--namespace", NS]
     assert cli.main(["cleanup-nodes", "--nodes=", *common]) == 0
-    assert capsys.readouterr().out.strip() == "cleanup: no node to clean up"
+    assert capsys.readouterr().out.strip() == "cleanup: ok (no node to clean up)"
     assert cli.main(["cleanup-nodes", "--nodes= , ", *common, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
 

@@ -65,7 +65,7 @@ def test_json_report(api, mgmtd, capsys):
     assert pre_install("--json", mgmtd=mgmtd) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True
-    assert [c["check"] for c in report["checks"]] == ["etcd", "nats", "mgmtd"]
+    assert [c["check"] for c in report["checks"]] == ["etcd", "nats", "mgmtd", "record"]
     primary = report["checks"][2]["findings"][0]
     assert primary["reason"] == "ok" and primary["details"]["hostname"]
 
