@@ -12,7 +12,8 @@ portName, embedded}, or {} when nothing is configured.
 */}}
 {{- define "dynamo-offloading.peer.source" -}}
 {{- $v := index .root.Values .name }}
-{{- $explicit := ternary ($v.endpoints | default list) (compact (list ($v.url | default ""))) (eq .name "etcd") }}
+{{- $explicit := index $v (include "dynamo-offloading.peer.explicitKey" .name) | default list }}
+{{- $explicit = ternary $explicit (compact (list $explicit)) (kindIs "slice" $explicit) }}
 {{- $service := or $v.embedded.enabled (and $v.service.name $v.service.namespace) }}
 {{- if and $explicit (or (not .dns) (not $service)) }}
 {{- toJson (dict "explicit" $explicit) }}
@@ -23,6 +24,13 @@ portName, embedded}, or {} when nothing is configured.
 {{- else }}
 {{- toJson dict }}
 {{- end }}
+{{- end }}
+
+{{/*
+The value holding a peer's explicit addresses: etcd.endpoints (a list), nats.url (one URL). Context: the name.
+*/}}
+{{- define "dynamo-offloading.peer.explicitKey" -}}
+{{- ternary "endpoints" "url" (eq . "etcd") }}
 {{- end }}
 
 {{/*

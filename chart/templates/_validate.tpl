@@ -104,19 +104,20 @@ threefs.fuse.image: repository and tag (or digest) are required when threefs.ena
 {{- end }}
 
 {{/*
-One of etcd/NATS. Context: (dict "name" "etcd" "explicitKey" "endpoints" "values" .Values.etcd).
+One of etcd/NATS. Context: (dict "name" "etcd" "values" .Values.etcd).
 */}}
 {{- define "dynamo-offloading.validate.connection" -}}
 {{- $name := .name }}
 {{- $v := .values }}
-{{- $explicit := not (empty (index $v .explicitKey)) }}
+{{- $explicitKey := include "dynamo-offloading.peer.explicitKey" $name }}
+{{- $explicit := not (empty (index $v $explicitKey)) }}
 {{- $service := or (not (empty $v.service.name)) (not (empty $v.service.namespace)) }}
 {{- if and $service (not (and $v.service.name $v.service.namespace)) }}
 {{ $name }}.service.name, {{ $name }}.service.namespace: set both to refer to an existing Service
 {{- end }}
 {{- if and $v.embedded.enabled (or $explicit $service) }}
 {{- $others := list }}
-{{- if $explicit }}{{ $others = append $others (printf "%s.%s" $name .explicitKey) }}{{ end }}
+{{- if $explicit }}{{ $others = append $others (printf "%s.%s" $name $explicitKey) }}{{ end }}
 {{- if $service }}{{ $others = append $others (printf "%s.service" $name) }}{{ end }}
 {{ $name }}.embedded.enabled, {{ join ", " $others }}: the worker's {{ $name }} comes from exactly one source; unset {{ join ", " $others }} to use the embedded server, or turn {{ $name }}.embedded.enabled off
 {{- end }}
@@ -124,13 +125,13 @@ One of etcd/NATS. Context: (dict "name" "etcd" "explicitKey" "endpoints" "values
 {{ $name }}.tls.existingSecret: required with {{ $name }}.tls.enabled, a Secret holding {{ $v.tls.caKey }}, {{ $v.tls.certKey }} and {{ $v.tls.keyKey }}
 {{- end }}
 {{- if not (or $v.embedded.enabled $explicit $service) }}
-{{ $name }}.embedded.enabled, {{ $name }}.{{ .explicitKey }}, {{ $name }}.service: no {{ $name }} is configured; set --set {{ $name }}.embedded.enabled=true, or {{ $name }}.service.namespace and {{ $name }}.service.name
+{{ $name }}.embedded.enabled, {{ $name }}.{{ $explicitKey }}, {{ $name }}.service: no {{ $name }} is configured; set --set {{ $name }}.embedded.enabled=true, or {{ $name }}.service.namespace and {{ $name }}.service.name
 {{- end }}
 {{- end }}
 
 {{- define "dynamo-offloading.validateValues.connections" -}}
-{{ include "dynamo-offloading.validate.connection" (dict "name" "etcd" "explicitKey" "endpoints" "values" .Values.etcd) }}
-{{ include "dynamo-offloading.validate.connection" (dict "name" "nats" "explicitKey" "url" "values" .Values.nats) }}
+{{ include "dynamo-offloading.validate.connection" (dict "name" "etcd" "values" .Values.etcd) }}
+{{ include "dynamo-offloading.validate.connection" (dict "name" "nats" "values" .Values.nats) }}
 {{- end }}
 
 {{/*
