@@ -24,7 +24,8 @@ def is_stale(path):
     return False
 
 
-def test_uninstall_detaches_the_stale_mounts_of_every_node_and_keeps_files_and_live_mounts(namespace, fuse_servers):
+def test_uninstall_detaches_the_stale_mounts_of_every_node_and_keeps_files_and_live_mounts(seed_services, namespace,
+                                                                                         fuse_servers):
     base = environment_values("ipoib")
     cluster.prepare(namespace, base)
     staging = base["threefs"]["mountRoot"]["hostPath"]
