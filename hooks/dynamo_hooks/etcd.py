@@ -49,7 +49,7 @@ def _classify(error):
     if isinstance(error, ssl.SSLCertVerificationError) and "mismatch" in (error.verify_message or ""):
         return "tls", (f"TLS failure: {error.verify_message} Dynamo checks the address it connects to against the "
                        "certificate's names: add the pods' IPs to the server certificate's subjectAltName, or "
-                       "give etcd.endpoints by a name it carries")
+                       "give the endpoints by a name it carries")
     if isinstance(error, ssl.SSLError | ssl.CertificateError):
         return "tls", f"TLS failure: {getattr(error, 'verify_message', None) or error}"
     if isinstance(error, ConnectionRefusedError):

@@ -1,6 +1,6 @@
 """Where the frontend and the worker find etcd and NATS, with credentials and certificates from Secrets."""
 
-from tests.helm import container, env_of, environment_values, find, one, pod_spec, render
+from tests.helm import container, env_of, environment_values, find, one, peers_of, pod_spec, render
 
 IPOIB = environment_values("ipoib")
 STANDALONE = environment_values("standalone")
@@ -77,3 +77,30 @@ def test_frontend_falls_back_to_explicit_endpoints_without_a_service():
                        "endpoints": ["172.29.22.14:2379", "172.29.202.242:2379"]}}
     env = workload_env(render(IPOIB, values), "Deployment", "frontend", "frontend")
     assert env["ETCD_ENDPOINTS"] == "172.29.22.14:2379,172.29.202.242:2379"
+
+
+# --- explicit addresses: etcd.endpoints and nats.url ------------------------------------------------------------
+
+def test_explicit_addresses_skip_resolution():
+    values = {"etcd": {"endpoints": ["10.0.0.1:2379", "10.0.0.2:2379"]}, "nats": {"url": "nats://10.0.0.3:4222"}}
+    objects = render(IPOIB, values)
+    args = container(one(objects, "Job", "pre-install"), "pre-install")["args"]
+    assert peers_of(args) == {"etcd": (("explicit", "10.0.0.1:2379", "10.0.0.2:2379"), "required"),
+                              "nats": (("explicit", "nats://10.0.0.3:4222"), "required")}
+    assert not [a for a in args if a.startswith("--record-name")]
+    assert not find(objects, "Role", "pre-install") and not find(objects, "Role", "worker")
+    assert not find(objects, "ConfigMap", "endpoints")
+    assert pod_spec(one(objects, "Job", "pre-install"))["automountServiceAccountToken"] is False
+    worker = pod_spec(one(objects, "StatefulSet", "worker"))
+    assert "kube-api-access" not in {v["name"] for v in worker["volumes"]}
+
+
+def test_explicit_endpoints_roll_the_hostnetwork_worker_only():
+    """The frontend keeps the Service's DNS name; the worker's connections, and so its checksum, change."""
+    def annotations(*values):
+        objects = render(IPOIB, *values)
+        return [one(objects, kind, component)["spec"]["template"]["metadata"]["annotations"]["checksum/connections"]
+                for kind, component in (("StatefulSet", "worker"), ("Deployment", "frontend"))]
+    (worker, frontend), (worker_after, frontend_after) = annotations(), annotations(
+        {"etcd": {"endpoints": ["10.0.0.1:2379"]}})
+    assert worker != worker_after and frontend == frontend_after

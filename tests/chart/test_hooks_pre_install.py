@@ -128,20 +128,6 @@ def test_worker_resolves_at_every_start_with_its_own_rbac(helm_major):
     assert f"--record-name={RECORD}" in resolve["args"]
 
 
-def test_explicit_addresses_skip_resolution():
-    values = {"etcd": {"endpoints": ["10.0.0.1:2379", "10.0.0.2:2379"]}, "nats": {"url": "nats://10.0.0.3:4222"}}
-    objects = render(IPOIB, values)
-    args = args_of(one(objects, "Job", "pre-install"), "pre-install")
-    assert peers_of(args) == {"etcd": (("explicit", "10.0.0.1:2379", "10.0.0.2:2379"), "required"),
-                              "nats": (("explicit", "nats://10.0.0.3:4222"), "required")}
-    assert not [a for a in args if a.startswith("--record-name")]
-    assert not find(objects, "Role", "pre-install") and not find(objects, "Role", "worker")
-    assert not find(objects, "ConfigMap", "endpoints")
-    assert pod_spec(one(objects, "Job", "pre-install"))["automountServiceAccountToken"] is False
-    worker = pod_spec(one(objects, "StatefulSet", "worker"))
-    assert "kube-api-access" not in {v["name"] for v in worker["volumes"]}
-
-
 def test_embedded_servers_are_left_to_the_init_container():
     """Embedded etcd/NATS are created after pre-install hooks: the hook skips them, the resolve sidecar waits."""
     no_service = {"name": "", "namespace": ""}

@@ -21,7 +21,6 @@ def checksums(*values):
     ({"threefs": {"clusterId": "other"}}, {"checksum/fuse-launcher"}),
     ({"threefs": {"mgmtdAddresses": ["RDMA://10.2.10.56:8010"]}}, {"checksum/fuse-launcher"}),
     ({"threefs": {"existingSecret": "", "token": "abc"}}, {"checksum/threefs-token"}),
-    ({"etcd": {"endpoints": ["10.0.0.1:2379"]}}, {"checksum/connections"}),
     # The hostNetwork worker resolves the Service too: its fallback environment names it.
     ({"etcd": {"service": {"name": "etcd"}}}, {"frontend/checksum/connections", "checksum/connections"}),
 ])

@@ -21,8 +21,8 @@ from tests.helm import (
 
 NO_SERVICE = {"name": "", "namespace": ""}
 EVERYTHING_ON = {
-    "etcd": {"embedded": {"enabled": True}, "endpoints": [], "service": NO_SERVICE},
-    "nats": {"embedded": {"enabled": True}, "url": "", "service": NO_SERVICE},
+    "etcd": {"embedded": {"enabled": True}, "service": NO_SERVICE},
+    "nats": {"embedded": {"enabled": True}, "service": NO_SERVICE},
     "modelDownloader": {"enabled": True},
     "worker": {"nodes": ["gpu-a", "gpu-b"]},
 }

@@ -180,7 +180,7 @@ def test_tls_certificate_not_naming_the_address(tmp_path, etcd_tls, certs):
     assert finding.message == (
         "TLS failure: IP address mismatch, certificate is not valid for '127.0.0.1'. Dynamo checks the address it "
         "connects to against the certificate's names: add the pods' IPs to the server certificate's "
-        "subjectAltName, or give etcd.endpoints by a name it carries")
+        "subjectAltName, or give the endpoints by a name it carries")
     # The certificate of the module's server names 127.0.0.1: accepted.
     assert one(check_etcd([etcd_tls.url], TIMEOUT, tls=certs.client_context())).status == OK
 
