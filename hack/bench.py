@@ -113,6 +113,7 @@ def rows(tmp):
         yield "process: dynamo-hooks cleanup-mounts, nothing to do", *process(
             [HOOKS, "cleanup-mounts", "--root", str(root)], 10)
     cluster.ensure_running()
+    cluster.seed_services()
     for major in (3, 4):
         for env in ("ipoib", "standalone"):
             for step, median in release_cycle(major, env, 3).items():

@@ -29,6 +29,7 @@ CLUSTER_VALUES = {
     "threefs": {"fdbClusterFile": "dynamo:abc123@10.2.10.55:4510", "fuse": {"image": {"tag": "1.0"}}},
 }
 PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
+SEED_NAMESPACE = "baseten"
 
 
 def values_file(directory, *layers):
@@ -96,6 +97,22 @@ def prepare(namespace, values):
     if threefs.get("enabled") and threefs.get("existingSecret"):
         core().create_namespaced_secret(namespace, client.V1Secret(
             metadata=client.V1ObjectMeta(name=threefs["existingSecret"]), string_data={"token": "test-token"}))
+
+
+def seed_services():
+    """The seed's etcd-headless and nats-headless Services in baseten (values/ipoib.yaml names them), with the
+    client port names of the charts that made them (Bitnami's etcd: client; the NATS project's: nats), without
+    pods behind them. Returns the namespace."""
+    if not any(ns.metadata.name == SEED_NAMESPACE for ns in core().list_namespace().items):
+        create_namespace(SEED_NAMESPACE)
+    existing = {s.metadata.name for s in core().list_namespaced_service(SEED_NAMESPACE).items}
+    for name, port_name, port in (("etcd-headless", "client", 2379), ("nats-headless", "nats", 4222)):
+        if name not in existing:
+            core().create_namespaced_service(SEED_NAMESPACE, client.V1Service(
+                metadata=client.V1ObjectMeta(name=name),
+                spec=client.V1ServiceSpec(cluster_ip="None", selector={"app": name},
+                                          ports=[client.V1ServicePort(name=port_name, port=port)])))
+    return SEED_NAMESPACE
 
 
 def unique(prefix):
