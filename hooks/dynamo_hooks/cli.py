@@ -29,13 +29,14 @@ def split(text):
 def finish(reports, as_json):
     """Print the reports and return the exit status."""
     failed = [r for r in reports if not r.ok]
-    told = failed[0].errors()[0] if failed else None  # the first failure's line: said once, on stderr, below
+    # The first failure's line is said once, on stderr, below (a check with no peer at all has none).
+    told = next(iter(failed[0].errors()), None) if failed else None
     if as_json:
         print(report.to_json(reports))
     else:
         for r in reports:
             for finding in r.findings:
-                if finding is not told and (finding.status != report.OK or finding.reason != "ok"):
+                if finding is not told and (finding.status != OK or finding.reason != "ok"):
                     log(f"{finding.status}: {finding.line(r.check)}")
             if r.ok:
                 log(r.summary())

@@ -122,3 +122,9 @@ def test_every_failure_is_told_once(capsys):
     out, err = capsys.readouterr()
     assert err.splitlines() == ["etcd a: connection refused (and 1 more failed: nats)"]
     assert out.splitlines() == ["error: nats b: no answer"]
+
+
+def test_a_check_with_no_peer_fails_with_one_line(capsys):
+    assert cli.main(["check-etcd", "--endpoints= , "]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "etcd: no peer to check\n")
