@@ -4,7 +4,7 @@ environments in values/ by rendering the chart. Every problem is collected, then
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "persistence" "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "workerNodes" "ports" "startup" "memory" }}
+{{- range $rule := list "podSecurity" "persistence" "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "workerNodes" "ports" "startup" "memory" "parallelism" }}
 {{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
 {{- if $out }}
 {{- $messages = concat $messages (splitList "\n" $out | compact) }}
@@ -195,5 +195,20 @@ kvbm.leaderWorkerInitTimeoutSeconds: {{ $timeout }} s is less than the estimated
 {{- if lt (include "dynamo-offloading.quantityBytes" $limits.memory | float64) $needed }}
 worker.resources.limits.memory: {{ $limits.memory }} is below the pinned KVBM CPU tier ({{ .Values.kvbm.cpuCacheGB }} GB) plus worker.shmSize ({{ .Values.worker.shmSize | default 0 }}) plus worker.memoryHeadroomGi ({{ .Values.worker.memoryHeadroomGi }} GiB); raise it to at least {{ ceil (divf $needed 1073741824.0) | int }}Gi or unset it to derive it
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+TRT-LLM runs one rank per GPU: tensor x pipeline x context parallel sizes of the engine config (with
+extraEngineArgs) make the worker's GPU count.
+*/}}
+{{- define "dynamo-offloading.validateValues.parallelism" -}}
+{{- $engine := include "dynamo-offloading.worker.engineConfig" . | fromYaml }}
+{{- $tp := int (dig "tensor_parallel_size" 1 $engine) }}
+{{- $pp := int (dig "pipeline_parallel_size" 1 $engine) }}
+{{- $cp := int (dig "context_parallel_size" 1 $engine) }}
+{{- $ranks := mul $tp $pp $cp }}
+{{- if ne $ranks (int .Values.worker.gpus) }}
+worker.gpus, worker.engine.tensor_parallel_size: each worker runs one rank per GPU, tensor_parallel_size {{ $tp }} x pipeline_parallel_size {{ $pp }} x context_parallel_size {{ $cp }} = {{ $ranks }}, but worker.gpus is {{ .Values.worker.gpus }}; set --set worker.gpus={{ $ranks }} or change the parallel sizes
 {{- end }}
 {{- end }}
