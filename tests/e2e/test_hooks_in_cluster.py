@@ -47,10 +47,12 @@ def publish(service, address, port_name, port):
 
 
 def seed_values(mgmtd, **checks):
+    """The seed's values with the test's mgmtd (a ThreeFSPeer, or an address)."""
+    address = mgmtd if isinstance(mgmtd, str) else mgmtd.address("TCP")
     return [environment_values("ipoib"), cluster.CLUSTER_VALUES, {
         "hooks": {"podLabels": {LABEL: "true"}, "timeoutSeconds": 2,
                   "preInstall": {"activeDeadlineSeconds": 60, "backoffLimit": 0, "checks": checks}},
-        "threefs": {"mgmtdAddresses": [mgmtd.address("TCP")]}}]
+        "threefs": {"mgmtdAddresses": [address]}}]
 
 
 def put_model_in_cache(runner, values):
@@ -134,7 +136,8 @@ def test_seed_topology_resolved_verified_and_recorded(peers, release_namespace, 
         cluster.uninstall(4, RELEASE, namespace)
 
 
-@pytest.mark.parametrize("fault", ["etcd-down", "nats-down", "no-endpoints", "mgmtd-other-cluster"])
+@pytest.mark.parametrize("fault", ["etcd-down", "nats-down", "no-endpoints", "mgmtd-refused", "mgmtd-silent",
+                                   "mgmtd-other-cluster"])
 def test_a_failed_required_check_fails_the_install_then_a_fixed_one_succeeds(fault, peers, release_namespace,
                                                                              tmp_path):
     host, etcd, nats = peers
@@ -150,12 +153,17 @@ def test_a_failed_required_check_fails_the_install_then_a_fixed_one_succeeds(fau
         "etcd-down": f"etcd http://{host.address}:{dead}: connection refused",
         "nats-down": f"nats nats://{host.address}:{dead}: connection refused",
         "no-endpoints": "baseten/etcd-headless: Service baseten/etcd-headless has no serving endpoints",
+        "mgmtd-refused": f"mgmtd TCP://127.0.0.1:{dead}: connection to 127.0.0.1:{dead} refused (nothing listens "
+                         "there)",
+        "mgmtd-silent": "connected, but no reply within 2s",
         "mgmtd-other-cluster": "serves another 3FS cluster: it rejected cluster id 'ipoib'",
     }[fault]
+    mode = "silent" if fault == "mgmtd-silent" else "primary"
     cluster_id = "other" if fault == "mgmtd-other-cluster" else "ipoib"
-    with ThreeFSPeer("primary", cluster_id=cluster_id) as mgmtd, PodRunner(namespace) as runner:
+    with ThreeFSPeer(mode, cluster_id=cluster_id) as mgmtd, PodRunner(namespace) as runner:
+        given = f"TCP://127.0.0.1:{dead}" if fault == "mgmtd-refused" else mgmtd
         with pytest.raises(pyhelm3.errors.Error) as caught:
-            cluster.install(4, RELEASE, namespace, *seed_values(mgmtd), timeout="2m")
+            cluster.install(4, RELEASE, namespace, *seed_values(given), timeout="2m")
         assert "pre-install" in str(caught.value) and "failed" in str(caught.value)
         assert any(expected in line for line in hook_log(runner).splitlines()), hook_log(runner)
         # What Helm leaves: the failed release's record and the failed hook Job, nothing of the release itself.
