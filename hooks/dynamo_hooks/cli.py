@@ -50,8 +50,8 @@ def cmd_check_etcd(args):
     from dynamo_hooks import etcd
 
     conn = connections.from_single("etcd", args)
-    return finish([etcd.check_etcd([conn.url(a) for a in split(args.endpoints)], args.timeout,
-                                   tls=conn.tls, credentials=conn.credentials)], args.json)
+    return finish([etcd.check_etcd(split(args.endpoints), args.timeout, tls=conn.tls, credentials=conn.credentials)],
+                  args.json)
 
 
 def cmd_check_nats(args):
@@ -78,17 +78,12 @@ def cmd_resolve_endpoints(args):
         found = endpoints.resolve_service(kube.api_client(), namespace, name, args.port_name, args.timeout,
                                           port_number=port or None)
     except KubeError as err:
-        return finish([api_failure("resolve-endpoints", err)], args.json)
+        return finish([err.report("resolve-endpoints")], args.json)
     addresses = ",".join(found.addresses)
     findings = [Finding(service, OK, "ok", addresses, {"addresses": found.addresses})]
     if found.note:
         findings.append(Finding(service, OK, "port-by-number", found.note))
     return finish([Report("resolve-endpoints", findings, tally=f"{service}: {addresses}")], args.json)
-
-
-def api_failure(check, err):
-    """The Report of a command stopped by a Kubernetes API failure."""
-    return Report(check, [Finding(err.peer, ERROR, err.reason, err.message)])
 
 
 def release_namespace(given=""):
@@ -115,7 +110,7 @@ def cmd_pre_install(args):
     try:
         api = kube.api_client() if needs_api(plan) else None
     except KubeError as err:
-        return finish([api_failure("pre-install", err)], args.json)
+        return finish([err.report("pre-install")], args.json)
     return finish(preinstall.run(plan, api), args.json)
 
 
@@ -185,7 +180,7 @@ def cmd_cleanup_nodes(args):
     try:
         api = kube.api_client()
     except KubeError as err:
-        return finish([api_failure(node_cleanup.CHECK, err)], args.json)
+        return finish([err.report(node_cleanup.CHECK)], args.json)
     progress = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else log
     result = node_cleanup.cleanup_nodes(api, namespace, nodes, template, args.worker_selector, owner, args.pods_wait,
                                         args.deadline, args.timeout, log=progress)

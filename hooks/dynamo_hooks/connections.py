@@ -17,6 +17,7 @@ from dynamo_hooks.kube_error import KubeError
 from dynamo_hooks.report import ERROR, WARNING, Finding, Report
 
 CHECK_MODES = ("required", "warn", "off")
+TLS_PARTS = ("ca", "cert", "key")  # in the order of Kind.tls_env
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,13 +97,9 @@ class Found(typing.NamedTuple):
 
 def add_tls_arguments(parser, name):
     """--<name>-ca, --<name>-cert, --<name>-key: the TLS files of a single check (check-etcd, check-nats)."""
-    ca_env, cert_env, key_env = KINDS[name].tls_env
     group = parser.add_argument_group(f"{name} TLS")
-    group.add_argument(f"--{name}-ca", default=os.environ.get(ca_env), help=f"CA, PEM or file (default ${ca_env})")
-    group.add_argument(f"--{name}-cert", default=os.environ.get(cert_env) if cert_env else None,
-                       help="client certificate, PEM or file")
-    group.add_argument(f"--{name}-key", default=os.environ.get(key_env) if key_env else None,
-                       help="client key, PEM or file")
+    for part, what, env in zip(TLS_PARTS, ("CA", "client certificate", "client key"), KINDS[name].tls_env, strict=True):
+        group.add_argument(f"--{name}-{part}", help=f"{what}, PEM or file" + (f" (default ${env})" if env else ""))
 
 
 def parse_service(text, default_port):
@@ -122,15 +119,15 @@ def credentials(kind):
 
 def tls_files(kind, given):
     """(ca, cert, key): those given, else the kind's variables."""
-    return tuple(given.get(key) or (os.environ.get(env) if env else None)
-                 for key, env in zip(("ca", "cert", "key"), kind.tls_env, strict=True))
+    return tuple(given.get(part) or (os.environ.get(env) if env else None)
+                 for part, env in zip(TLS_PARTS, kind.tls_env, strict=True))
 
 
 def from_single(name, args):
     """The Connection of a single check (check-etcd, check-nats): its TLS arguments and credentials."""
     kind = KINDS[name]
-    ca, cert, key = (getattr(args, f"{name}_{part}") for part in ("ca", "cert", "key"))
-    return Connection(kind, [], None, False, "required", ca, cert, key, credentials(kind))
+    given = {part: getattr(args, f"{name}_{part}") for part in TLS_PARTS}
+    return Connection(kind, [], None, False, "required", *tls_files(kind, given), credentials(kind))
 
 
 def from_description(name, text):
@@ -193,10 +190,8 @@ def check(conn, urls, timeout):
 def failed_report(conn, error):
     """A Report for a connection whose addresses could not be found (a KubeError or no source)."""
     if isinstance(error, KubeError):
-        finding = Finding(error.peer, ERROR, error.reason, error.message)
-    else:
-        finding = Finding(conn.peer or conn.name, ERROR, "no-address", str(error))
-    return Report(conn.name, [finding])
+        return error.report(conn.name)
+    return Report(conn.name, [Finding(conn.peer or conn.name, ERROR, "no-address", str(error))])
 
 
 def soften(report, mode):

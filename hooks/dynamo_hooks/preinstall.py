@@ -6,7 +6,7 @@ import dataclasses
 
 from dynamo_hooks import connections, mgmtd, record
 from dynamo_hooks.kube import KubeError
-from dynamo_hooks.report import ERROR, OK, Finding, Report
+from dynamo_hooks.report import OK, Finding, Report
 
 
 @dataclasses.dataclass
@@ -80,7 +80,7 @@ def record_report(plan, api, data):
     try:
         written = record.patch_record(api, plan.record_namespace, plan.record_name, data, plan.timeout)
     except KubeError as err:
-        return Report("record", [Finding(err.peer, ERROR, err.reason, err.message)])
+        return err.report("record")
     said = (f"recorded the resolved addresses in {where}" if written else f"{where} does not exist yet (a first "
             "install): the worker's resolve sidecar records them at its start")
     return Report("record", [Finding(where, OK, "ok", said)], tally=said)
