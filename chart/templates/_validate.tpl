@@ -104,11 +104,11 @@ threefs.fuse.image: repository and tag (or digest) are required when threefs.ena
 {{- end }}
 
 {{/*
-One of etcd/NATS. Context: (dict "name" "etcd" "values" .Values.etcd).
+One of etcd/NATS. Context: (dict "root" $ "name" "etcd").
 */}}
 {{- define "dynamo-offloading.validate.connection" -}}
 {{- $name := .name }}
-{{- $v := .values }}
+{{- $v := index .root.Values $name }}
 {{- $explicitKey := include "dynamo-offloading.peer.explicitKey" $name }}
 {{- $explicit := not (empty (index $v $explicitKey)) }}
 {{- $service := or (not (empty $v.service.name)) (not (empty $v.service.namespace)) }}
@@ -130,8 +130,8 @@ One of etcd/NATS. Context: (dict "name" "etcd" "values" .Values.etcd).
 {{- end }}
 
 {{- define "dynamo-offloading.validateValues.connections" -}}
-{{ include "dynamo-offloading.validate.connection" (dict "name" "etcd" "values" .Values.etcd) }}
-{{ include "dynamo-offloading.validate.connection" (dict "name" "nats" "values" .Values.nats) }}
+{{ include "dynamo-offloading.validate.connection" (dict "root" $ "name" "etcd") }}
+{{ include "dynamo-offloading.validate.connection" (dict "root" $ "name" "nats") }}
 {{- end }}
 
 {{/*

@@ -319,10 +319,15 @@ class Outcome:
     failed: list = dataclasses.field(default_factory=list)
     leftovers: Leftovers = dataclasses.field(default_factory=Leftovers)
 
+    @property
+    def verbs(self):
+        """What was done to mounts and directories, or would be in a dry run."""
+        return ("would detach", "would remove") if self.dry_run else ("detached", "removed")
+
     def report(self):
         """One finding per mount, directory and file (each entry in its details), and the root's; the tally
         counts them."""
-        detached, removed = ("would detach", "would remove") if self.dry_run else ("detached", "removed")
+        detached, removed = self.verbs
         # The root's own finding, silent: the tally speaks of it.
         findings = [Finding(self.root, OK, "ok", "does not exist, nothing to do" if self.missing else "present")]
         findings += [Finding(m["mount_point"], OK, detached.replace(" ", "-"), f"{detached} ({describe(m)})", m)
@@ -340,7 +345,7 @@ class Outcome:
     def tally(self):
         if self.missing:
             return f"{self.root} does not exist, nothing to do"
-        detached, removed = ("would detach", "would remove") if self.dry_run else ("detached", "removed")
+        detached, removed = self.verbs
         parts = [f"{detached} {count(len(self.detached), 'mount')}"]
         if self.stale_only:
             parts.append(f"kept {count(len(self.kept), 'mount')} not stale")
