@@ -30,6 +30,7 @@ CLUSTER_VALUES = {
 }
 PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
 SEED_NAMESPACE = "baseten"
+SLICES_MANAGER = "dynamo-offloading-tests"  # managed-by of the EndpointSlices the tests write
 
 
 def values_file(directory, *layers):
@@ -113,6 +114,29 @@ def seed_services():
                 spec=client.V1ServiceSpec(cluster_ip="None", selector={"app": name},
                                           ports=[client.V1ServicePort(name=port_name, port=port)])))
     return SEED_NAMESPACE
+
+
+def endpoint(ip, ready=True, serving=True, terminating=False):
+    """An EndpointSlice endpoint; a condition given as None is left unset (nil)."""
+    return client.V1Endpoint(addresses=[ip], conditions=client.V1EndpointConditions(
+        ready=ready, serving=serving, terminating=terminating))
+
+
+def add_endpoint_slice(namespace, service, endpoints, ports, address_type="IPv4"):
+    """An EndpointSlice of `service` written by the test (`ports`: (name, port) pairs, or None), as the
+    EndpointSlice controller would for pods: it leaves slices of another manager alone."""
+    client.DiscoveryV1Api(api()).create_namespaced_endpoint_slice(namespace, client.V1EndpointSlice(
+        metadata=client.V1ObjectMeta(generate_name=f"{service}-", labels={
+            "kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": SLICES_MANAGER}),
+        address_type=address_type, endpoints=endpoints,
+        ports=None if ports is None else [client.DiscoveryV1EndpointPort(name=n, port=p) for n, p in ports]))
+
+
+def delete_endpoint_slices(namespace, service):
+    """The EndpointSlices of `service` that tests wrote."""
+    client.DiscoveryV1Api(api()).delete_collection_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service},"
+                                  f"endpointslice.kubernetes.io/managed-by={SLICES_MANAGER}")
 
 
 def unique(prefix):

@@ -12,16 +12,10 @@ from dynamo_hooks.endpoints import resolve_service
 from dynamo_hooks.kube import KubeError
 from dynamo_hooks.record import patch_record
 from testbed import cluster
+from testbed.cluster import endpoint
 
 SVC = "etcd-headless"
-MANAGED_BY = {"endpointslice.kubernetes.io/managed-by": "dynamo-offloading-tests"}
 RECORD = "dynamo-dynamo-offloading-endpoints"
-
-
-def endpoint(ip, ready=True, serving=True, terminating=False):
-    """An endpoint; a condition given as None is left unset (nil)."""
-    return client.V1Endpoint(addresses=[ip], conditions=client.V1EndpointConditions(
-        ready=ready, serving=serving, terminating=terminating))
 
 
 @pytest.fixture
@@ -35,11 +29,7 @@ def ns(namespace):
 
 
 def add_slice(namespace, endpoints, ports=(("client", 2379), ("peer", 2380)), address_type="IPv4"):
-    client.DiscoveryV1Api(cluster.api()).create_namespaced_endpoint_slice(namespace, client.V1EndpointSlice(
-        metadata=client.V1ObjectMeta(generate_name=f"{SVC}-",
-                                     labels={"kubernetes.io/service-name": SVC, **MANAGED_BY}),
-        address_type=address_type, endpoints=endpoints,
-        ports=None if ports is None else [client.DiscoveryV1EndpointPort(name=n, port=p) for n, p in ports]))
+    cluster.add_endpoint_slice(namespace, SVC, endpoints, ports, address_type)
 
 
 def resolve(namespace, port_name="client", name=SVC, port_number=None, note="", api=None):
@@ -96,11 +86,7 @@ def test_ready_endpoints(ns):
 
 def test_only_the_services_slices(ns):
     add_slice(ns, [endpoint("10.0.1.5")])
-    client.DiscoveryV1Api(cluster.api()).create_namespaced_endpoint_slice(ns, client.V1EndpointSlice(
-        metadata=client.V1ObjectMeta(generate_name="nats-", labels={"kubernetes.io/service-name": "nats",
-                                                                   **MANAGED_BY}),
-        address_type="IPv4", endpoints=[endpoint("10.0.9.9")],
-        ports=[client.DiscoveryV1EndpointPort(name="client", port=4222)]))
+    cluster.add_endpoint_slice(ns, "nats", [endpoint("10.0.9.9")], [("client", 4222)])
     assert resolve(ns) == ["10.0.1.5:2379"]
 
 
@@ -127,7 +113,7 @@ def test_conditions_left_unset_count_as_ready(ns):
 def test_terminating_skipped_and_counted(ns):
     add_slice(ns, [endpoint("10.0.1.5"), endpoint("10.0.1.6", ready=False, serving=True, terminating=True)])
     assert resolve(ns) == ["10.0.1.5:2379"]
-    client.DiscoveryV1Api(cluster.api()).delete_collection_namespaced_endpoint_slice(ns)
+    cluster.delete_endpoint_slices(ns, SVC)
     add_slice(ns, [endpoint("10.0.1.6", ready=False, serving=True, terminating=True),
                    endpoint("10.0.1.7", ready=False, serving=False)])
     assert "(1 not ready, 1 terminating)" in error_of(ns).message

@@ -7,7 +7,6 @@ import shutil
 
 import pyhelm3
 import pytest
-from kubernetes import client
 
 from testbed import cluster, servers
 from testbed.threefs_peer import ThreeFSPeer
@@ -33,17 +32,8 @@ def peers(seed_services, tmp_path_factory):
 
 def publish(service, address, port_name, port):
     """The Service's only serving endpoint, as an EndpointSlice of the test's own."""
-    discovery = client.DiscoveryV1Api(cluster.api())
-    for old in discovery.list_namespaced_endpoint_slice(
-            "baseten", label_selector=f"kubernetes.io/service-name={service},"
-                                      "endpointslice.kubernetes.io/managed-by=e2e").items:
-        discovery.delete_namespaced_endpoint_slice(old.metadata.name, "baseten")
-    discovery.create_namespaced_endpoint_slice("baseten", client.V1EndpointSlice(
-        metadata=client.V1ObjectMeta(generate_name=f"{service}-", labels={
-            "kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "e2e"}),
-        address_type="IPv4", ports=[client.DiscoveryV1EndpointPort(name=port_name, port=port)],
-        endpoints=[client.V1Endpoint(addresses=[address], conditions=client.V1EndpointConditions(
-            ready=True, serving=True, terminating=False))]))
+    cluster.delete_endpoint_slices(cluster.SEED_NAMESPACE, service)
+    cluster.add_endpoint_slice(cluster.SEED_NAMESPACE, service, [cluster.endpoint(address)], [(port_name, port)])
 
 
 def seed_values(mgmtd, **checks):
@@ -146,9 +136,7 @@ def test_a_failed_required_check_fails_the_install_then_a_fixed_one_succeeds(fau
     publish("etcd-headless", host.address, "client", dead if fault == "etcd-down" else etcd.port)
     publish("nats-headless", host.address, "nats", dead if fault == "nats-down" else nats.port)
     if fault == "no-endpoints":
-        client.DiscoveryV1Api(cluster.api()).delete_collection_namespaced_endpoint_slice(
-            "baseten", label_selector="kubernetes.io/service-name=etcd-headless,"
-                                      "endpointslice.kubernetes.io/managed-by=e2e")
+        cluster.delete_endpoint_slices(cluster.SEED_NAMESPACE, "etcd-headless")
     expected = {
         "etcd-down": f"etcd http://{host.address}:{dead}: connection refused",
         "nats-down": f"nats nats://{host.address}:{dead}: connection refused",
