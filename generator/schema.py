@@ -43,6 +43,10 @@ NAMED_TYPES = {
     },
 }
 
+# Worker values a group cannot set: they are the release's, since the pre-install Job checks etcd and NATS
+# from where every worker stands.
+RELEASE_WIDE_WORKER_KEYS = ("groups", "hostNetwork", "dnsPolicy", "dnsConfig")
+
 JSON_TYPES = [(bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
               (dict, "object")]
 
@@ -74,10 +78,19 @@ def section_schema(section):
     return schema
 
 
+def worker_group_schema(properties):
+    """A worker group: the worker's own keys and a kvbm block, each as the top-level values type them."""
+    worker = properties["worker"]["properties"]
+    group = {key: value for key, value in worker.items() if key not in RELEASE_WIDE_WORKER_KEYS}
+    group["kvbm"] = properties["kvbm"]
+    return {"type": "object", "additionalProperties": False, "properties": group,
+            "description": "A worker group's values, merged over worker and kvbm."}
+
+
 def build(root, title):
     schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": title}
     schema.update(section_schema(root))
     # Helm passes a parent chart's globals to its subcharts.
     schema["properties"]["global"] = {"type": "object", "description": "Values shared with a parent chart."}
-    schema["definitions"] = DEFINITIONS
+    schema["definitions"] = dict(DEFINITIONS, workerGroup=worker_group_schema(schema["properties"]))
     return schema

@@ -204,15 +204,19 @@ subjects:
 {{- end }}
 
 {{/*
-The nodes the post-delete cleanup visits: the worker's nodes. A JSON list, empty when there is nothing
-to clean (no 3FS, or cleanup off).
+The nodes the post-delete cleanup visits: every node of every worker group (worker.placementNodes), sorted.
+A JSON list, empty when there is nothing to clean (no 3FS, or cleanup off).
 */}}
 {{- define "dynamo-offloading.hooks.cleanupNodes" -}}
+{{- $nodes := list }}
 {{- if and .Values.threefs.enabled .Values.hooks.postDelete.enabled }}
-{{- include "dynamo-offloading.worker.nodes" . }}
-{{- else }}
-{{- toJson list }}
+{{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
+{{- $g := dict }}
+{{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
+{{- $nodes = concat $nodes (include "dynamo-offloading.worker.placementNodes" $g | fromJsonArray) }}
 {{- end }}
+{{- end }}
+{{- toJson ($nodes | uniq | sortAlpha) }}
 {{- end }}
 
 {{/*

@@ -33,7 +33,7 @@ A tier's size in GB as a float; null counts as 0. Context: the value.
 
 {{/*
 Effective value of a presence-tested KVBM switch: the value when set, else on when the disk
-tier is on 3FS (FUSE has neither fallocate nor a working O_DIRECT path for KVBM).
+tier is on 3FS (FUSE has no working O_DIRECT path for KVBM).
 Context: (dict "root" $ "value" .Values.kvbm.diskDisableODirect).
 */}}
 {{- define "dynamo-offloading.kvbm.switchOn" -}}
@@ -43,11 +43,32 @@ Context: (dict "root" $ "value" .Values.kvbm.diskDisableODirect).
 {{- end }}
 
 {{/*
-Seconds KVBM needs to allocate the disk tier: GB / (GB per minute), rounded up.
+"true" when KVBM writes its disk-tier file whole at each start, else "": kvbm.diskAllocation zerofill with
+the tier on 3FS, which has no fallocate (elsewhere fallocate reserves the space at once in either mode).
+*/}}
+{{- define "dynamo-offloading.kvbm.zerofill" -}}
+{{- if and (eq .Values.kvbm.diskAllocation "zerofill") (include "dynamo-offloading.kvbm.diskOnThreefs" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the disk-tier file is sparse on 3FS (kvbm.diskAllocation sparse), else "": its space is taken
+only as blocks are written, so the start checks the room left (kvbm.checkDiskRoom).
+*/}}
+{{- define "dynamo-offloading.kvbm.sparse" -}}
+{{- if and (eq .Values.kvbm.diskAllocation "sparse") (include "dynamo-offloading.kvbm.diskOnThreefs" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+Seconds KVBM needs to allocate the disk tier at a start: GB / (GB per minute), rounded up, when it
+zero-fills the file; 0 otherwise (fallocate or a sparse file take seconds).
 */}}
 {{- define "dynamo-offloading.kvbm.allocationSeconds" -}}
+{{- if include "dynamo-offloading.kvbm.zerofill" . }}
 {{- $gb := include "dynamo-offloading.kvbm.gb" .Values.kvbm.diskCacheGB | float64 }}
 {{- ceil (divf (mulf $gb 60.0) (float64 .Values.worker.startup.diskWriteGBPerMinute)) | int }}
+{{- else -}}
+0
+{{- end }}
 {{- end }}
 
 {{/*
@@ -96,6 +117,41 @@ rm -f "$DYN_KVBM_DISK_CACHE_DIR"/dynamo-kvbm-disk-cache-*
 {{- end }}
 
 {{/*
+Bytes of disk tier that the release's workers on 3FS hold once their files are written: every group's
+replicas x kvbm.diskCacheGB. They share one filesystem, whatever node they run on.
+*/}}
+{{- define "dynamo-offloading.kvbm.sharedDiskBytes" -}}
+{{- $root := .Group.root }}
+{{- $bytes := 0.0 }}
+{{- range $name := include "dynamo-offloading.worker.groupNames" $root | fromJsonArray }}
+{{- $g := dict }}
+{{- include "dynamo-offloading.worker.groupContext" (dict "root" $root "name" $name "into" $g) }}
+{{- if include "dynamo-offloading.kvbm.diskOnThreefs" $g }}
+{{- $bytes = addf $bytes (mulf (float64 $g.Values.worker.replicas) (include "dynamo-offloading.kvbm.gb" $g.Values.kvbm.diskCacheGB | float64) 1e9) }}
+{{- end }}
+{{- end }}
+{{- printf "%.0f" $bytes }}
+{{- end }}
+
+{{/*
+Shell lines that fail the start when the filesystem under the disk tier lacks room for the sparse files
+of every worker sharing it. KVBM unlinks its file once registered, so the others' files cannot be
+measured: the space used on the filesystem counts as theirs, up to their tiers (exact on a filesystem
+that holds only the caches, optimistic on one shared with other data).
+*/}}
+{{- define "dynamo-offloading.kvbm.checkDiskRoom" -}}
+{{- $own := printf "%.0f" (mulf (include "dynamo-offloading.kvbm.gb" .Values.kvbm.diskCacheGB | float64) 1e9) }}
+stat -f -c '%S %b %f %a' "$DYN_KVBM_DISK_CACHE_DIR" | awk -v own={{ $own }} -v all={{ include "dynamo-offloading.kvbm.sharedDiskBytes" . }} -v dir="$DYN_KVBM_DISK_CACHE_DIR" '{
+  used = ($2 - $3) * $1; others = all - own; held = (used < others) ? used : others
+  need = all - held; avail = $4 * $1
+  if (avail < need) {
+    printf "kvbm.diskAllocation sparse: %s has %.1f GB free, and the disk tiers of the workers sharing it need %.1f GB more (%.1f GB in all, %.1f GB of it already used); lower kvbm.diskCacheGB or the replicas, free space, or use kvbm.diskAllocation zerofill\n", dir, avail / 1e9, need / 1e9, all / 1e9, held / 1e9 > "/dev/stderr"
+    exit 1
+  }
+}'
+{{- end }}
+
+{{/*
 The worker's KVBM environment. Presence-tested switches appear only when on.
 */}}
 {{- define "dynamo-offloading.kvbm.env" -}}
@@ -122,7 +178,7 @@ The worker's KVBM environment. Presence-tested switches appear only when on.
 - name: DYN_KVBM_DISK_DISABLE_O_DIRECT
   value: "true"
 {{- end }}
-{{- if include "dynamo-offloading.kvbm.switchOn" (dict "root" . "value" $k.diskZerofillFallback) }}
+{{- if include "dynamo-offloading.kvbm.zerofill" . }}
 - name: DYN_KVBM_DISK_ZEROFILL_FALLBACK
   value: "true"
 {{- end }}
@@ -130,12 +186,16 @@ The worker's KVBM environment. Presence-tested switches appear only when on.
 - name: DYN_KVBM_METRICS
   value: "true"
 - name: DYN_KVBM_METRICS_PORT
-  value: {{ $k.metrics.port | quote }}
+  value: {{ include "dynamo-offloading.worker.port" (list . "kvbm-metrics") | quote }}
 {{- end }}
 - name: DYN_KVBM_LEADER_ZMQ_PUB_PORT
-  value: {{ $k.leaderZmqPubPort | quote }}
+  value: {{ include "dynamo-offloading.worker.port" (list . "kvbm-zmq-pub") | quote }}
 - name: DYN_KVBM_LEADER_ZMQ_ACK_PORT
-  value: {{ $k.leaderZmqAckPort | quote }}
+  value: {{ include "dynamo-offloading.worker.port" (list . "kvbm-zmq-ack") | quote }}
+{{- if include "dynamo-offloading.worker.publishesKvEvents" . }}
+- name: DYN_KVBM_TRTLLM_ZMQ_PORT
+  value: {{ include "dynamo-offloading.worker.port" (list . "trtllm-events") | quote }}
+{{- end }}
 - name: DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS
   value: {{ include "dynamo-offloading.kvbm.initTimeoutSeconds" . | quote }}
 {{- with $k.extraEnv }}

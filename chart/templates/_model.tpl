@@ -85,3 +85,26 @@ env:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
+
+{{/*
+The Hugging Face caches the frontend reads model files from: each group's worker.model.cacheHostPath,
+once. A JSON list.
+*/}}
+{{- define "dynamo-offloading.frontend.hfHomes" -}}
+{{- $homes := list }}
+{{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
+{{- $g := dict }}
+{{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
+{{- $homes = append $homes (include "dynamo-offloading.worker.hfHome" $g) }}
+{{- end }}
+{{- toJson ($homes | uniq) }}
+{{- end }}
+
+{{/*
+The frontend volume that one of them is mounted from: the one volume the files are downloaded to, or a
+host path each. Context: (list .Values.frontend.modelFiles index).
+*/}}
+{{- define "dynamo-offloading.frontend.hfCacheVolume" -}}
+{{- $i := index . 1 }}
+{{- if or (eq (index . 0).source "download") (eq $i 0) }}hf-cache{{ else }}hf-cache-{{ $i }}{{ end }}
+{{- end }}

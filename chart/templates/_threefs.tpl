@@ -10,6 +10,14 @@ Where the sidecar mounts 3FS, inside the pods: <mountRoot.mountPath>/<mountSubPa
 {{- printf "%s/%s" (.Values.threefs.mountRoot.mountPath | trimSuffix "/") (.Values.threefs.mountSubPath | trimAll "/") }}
 {{- end }}
 
+{{/*
+The node directory a group's pods see at mountRoot.mountPath: their own below the staging root, so that
+pods of other groups or releases on the node never detach or stack on their mount. Context: a group.
+*/}}
+{{- define "dynamo-offloading.threefs.hostDir" -}}
+{{- printf "%s/%s/%s" (.Values.threefs.mountRoot.hostPath | trimSuffix "/") .Release.Namespace (include "dynamo-offloading.worker.fullname" .) }}
+{{- end }}
+
 {{- define "dynamo-offloading.threefs.tokenSecretName" -}}
 {{- .Values.threefs.existingSecret | default (include "dynamo-offloading.component.fullname" (dict "root" . "component" "threefs-token")) }}
 {{- end }}
@@ -141,13 +149,13 @@ the host (Bidirectional needs privileged).
 {{- end }}
 
 {{/*
-Volumes the sidecar and the worker use for 3FS.
+Volumes the sidecar and the worker use for 3FS. Context: a group.
 */}}
 {{- define "dynamo-offloading.threefs.volumes" -}}
 {{- $t := .Values.threefs -}}
 - name: threefs-mount-root
   hostPath:
-    path: {{ $t.mountRoot.hostPath }}
+    path: {{ include "dynamo-offloading.threefs.hostDir" . }}
     type: DirectoryOrCreate
 - name: fuse-launcher
   configMap:

@@ -1,13 +1,20 @@
 {{/*
 Cross-field rules a JSON Schema cannot say, in one home: the generator's check applies them to the
 environments in values/ by rendering the chart. Every problem is collected, then one fail reports them all.
+The rules of one worker group run for each group, and a group's messages start with its name.
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "persistence" "hooksImage" "kvbmTiers" "diskOnThreefs" "threefs" "connections" "dynamoClients" "dns" "workerNodes" "ports" "startup" "memory" "parallelism" }}
-{{- $out := include (printf "dynamo-offloading.validateValues.%s" $rule) $ | trim }}
-{{- if $out }}
-{{- $messages = concat $messages (splitList "\n" $out | compact) }}
+{{- range $rule := list "podSecurity" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" }}
+{{- $messages = concat $messages (include (printf "dynamo-offloading.validateValues.%s" $rule) $ | splitList "\n" | compact) }}
+{{- end }}
+{{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
+{{- $g := dict }}
+{{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
+{{- range $rule := list "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" }}
+{{- range include (printf "dynamo-offloading.validateValues.%s" $rule) $g | splitList "\n" | compact }}
+{{- $messages = append $messages (ternary (printf "worker.groups.%s: %s" $name .) . (ne $name "")) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if $messages }}
@@ -158,22 +165,50 @@ modelDownloader.enabled, worker.nodes: the downloader fills the Hugging Face cac
 {{- end }}
 {{- end }}
 
+{{/*
+The ports of one group's plan, which share one network (the node's with hostNetwork).
+*/}}
 {{- define "dynamo-offloading.validateValues.ports" -}}
-{{- $ports := list (list "worker.systemPort" .Values.worker.systemPort) (list "kvbm.leaderZmqPubPort" .Values.kvbm.leaderZmqPubPort) (list "kvbm.leaderZmqAckPort" .Values.kvbm.leaderZmqAckPort) }}
-{{- if .Values.kvbm.metrics.enabled }}
-{{- $ports = append $ports (list "kvbm.metrics.port" .Values.kvbm.metrics.port) }}
-{{- end }}
 {{- $byPort := dict }}
-{{- $order := list }}
-{{- range $ports }}
-{{- $key := toString (int (index . 1)) }}
-{{- if not (hasKey $byPort $key) }}{{ $order = append $order $key }}{{ end }}
-{{- $_ := set $byPort $key (append (get $byPort $key | default list) (index . 0)) }}
+{{- range $port, $entry := include "dynamo-offloading.worker.portPlan" . | fromJson }}
+{{- $key := toString (first $entry | int) }}
+{{- $_ := set $byPort $key (append (get $byPort $key | default list) (last $entry)) }}
 {{- end }}
-{{- range $order }}
-{{- $paths := get $byPort . }}
-{{- if gt (len $paths) 1 }}
-{{ join ", " $paths }}: all use port {{ . }}; the worker's ports share one network (the node's with hostNetwork), so give each its own port
+{{- range $number, $values := $byPort }}
+{{- if gt (len $values) 1 }}
+{{ join ", " $values }}: all give port {{ $number }} (+ worker.portOffset); the worker's ports share one network (the node's with hostNetwork), so give each its own port
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Host-network groups whose pods can share a node must not share a port: the scheduler would keep such pods
+apart, leaving them Pending. Groups cannot share a node when both name their nodes (worker.nodes, or a
+hostname nodeSelector) and no node is in both, or when their nodeSelectors differ on a label.
+*/}}
+{{- define "dynamo-offloading.validateValues.portPlan" -}}
+{{- if .Values.worker.hostNetwork }}
+{{- $groups := list }}
+{{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
+{{- $g := dict }}
+{{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
+{{- $groups = append $groups $g }}
+{{- end }}
+{{- range $i, $a := $groups }}
+{{- range $b := slice $groups (add1 $i) }}
+{{- if include "dynamo-offloading.worker.canShareNode" (list $a $b) }}
+{{- $aPorts := include "dynamo-offloading.worker.ports" $a | fromJson }}
+{{- $shared := list }}
+{{- range $port, $number := include "dynamo-offloading.worker.ports" $b | fromJson }}
+{{- range $other, $n := $aPorts }}
+{{- if eq (int $n) (int $number) }}{{ $shared = append $shared (printf "%d (%s, %s)" (int $n) $other $port) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- if $shared }}
+worker.groups.{{ $a.Group.name }}, worker.groups.{{ $b.Group.name }}: their workers can share a node and both bind port {{ join ", " $shared }} on it; give one of them another worker.portOffset, e.g. --set worker.groups.{{ $b.Group.name }}.portOffset={{ add (int $a.Values.worker.portOffset) 10 }}, or keep them on different nodes
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -2,10 +2,6 @@
 The worker: model path, engine config, resources and probes. Every helper takes the root context.
 */}}
 
-{{- define "dynamo-offloading.worker.fullname" -}}
-{{- include "dynamo-offloading.component.fullname" (dict "root" . "component" "worker") }}
-{{- end }}
-
 {{/*
 Where the node's Hugging Face cache (HF_HOME) is mounted in the worker: the same path as on the host.
 */}}
@@ -36,6 +32,35 @@ pins it to by kubernetes.io/hostname. A JSON list, empty when they are not known
 {{- $nodes = list $pinned }}
 {{- end }}
 {{- toJson $nodes }}
+{{- end }}
+
+{{/*
+The nodes a group's workers may run on, for the post-delete cleanup: worker.nodes (or the hostname
+nodeSelector), else the nodes that match worker.nodeSelector when the release is installed or upgraded
+(a lookup: a node added later is covered from the next upgrade on; none under helm template). A JSON list.
+*/}}
+{{- define "dynamo-offloading.worker.placementNodes" -}}
+{{- $nodes := include "dynamo-offloading.worker.nodes" . | fromJsonArray }}
+{{- if not $nodes }}
+{{- $selector := .Values.worker.nodeSelector | default dict }}
+{{- range $node := (lookup "v1" "Node" "" "").items | default list }}
+{{- $labels := $node.metadata.labels | default dict }}
+{{- $matches := true }}
+{{- range $key, $value := $selector }}
+{{- if ne (get $labels $key) (toString $value) }}{{ $matches = false }}{{ end }}
+{{- end }}
+{{- if $matches }}{{ $nodes = append $nodes $node.metadata.name }}{{ end }}
+{{- end }}
+{{- end }}
+{{- toJson $nodes }}
+{{- end }}
+
+{{/*
+"true" when the worker publishes KV events (--publish-events-and-metrics), else "": the KV router
+(frontend.routerMode kv) routes by them. KVBM's consolidator then runs too, binding two more ports.
+*/}}
+{{- define "dynamo-offloading.worker.publishesKvEvents" -}}
+{{- if eq .Values.frontend.routerMode "kv" }}true{{ end }}
 {{- end }}
 
 {{- define "dynamo-offloading.worker.servedModelName" -}}
@@ -102,7 +127,7 @@ exec:
       { {{ include "dynamo-offloading.threefs.mountIsLive" . }}
       && [ "$(stat -c %d {{ $mp | quote }})" = "$(cat /run/dynamo-offloading/mount-device)" ]; }
       || { echo "3FS mount {{ $mp }} is dead or was replaced"; exit 1; };
-      curl -fsS -m 5 -o /dev/null http://127.0.0.1:{{ .Values.worker.systemPort }}/live
+      curl -fsS -m 5 -o /dev/null http://127.0.0.1:{{ include "dynamo-offloading.worker.port" (list . "system") }}/live
 {{- else -}}
 httpGet:
   path: /live
@@ -114,7 +139,7 @@ httpGet:
 {{/*
 The worker's start: ask the resolve sidecar for fresh addresses and take them with the model path,
 wait for a live 3FS mount and record its device for the liveness probe, prepare the disk-tier
-directory, then run dynamo.trtllm with the container's args.
+directory and, with a sparse tier, check the room on it, then run dynamo.trtllm with the container's args.
 */}}
 {{- define "dynamo-offloading.worker.startScript" -}}
 {{ include "dynamo-offloading.worker.requestAddresses" . }}
@@ -125,6 +150,9 @@ stat -c %d {{ include "dynamo-offloading.threefs.mountpoint" . | quote }} > /run
 {{- end }}
 {{- if include "dynamo-offloading.kvbm.tierOn" .Values.kvbm.diskCacheGB }}
 {{ include "dynamo-offloading.kvbm.prepareDiskDir" . }}
+{{- end }}
+{{- if include "dynamo-offloading.kvbm.sparse" . }}
+{{ include "dynamo-offloading.kvbm.checkDiskRoom" . }}
 {{- end }}
 exec python3 -m dynamo.trtllm --model-path="$MODEL_PATH" "$@"
 {{- end }}

@@ -18,35 +18,52 @@ def kvbm_env(*values):
     return env_of(worker_container(*values))
 
 
-SWITCHES = ("DYN_KVBM_DISK_DISABLE_O_DIRECT", "DYN_KVBM_DISK_ZEROFILL_FALLBACK")
+O_DIRECT = "DYN_KVBM_DISK_DISABLE_O_DIRECT"
+ZEROFILL = "DYN_KVBM_DISK_ZEROFILL_FALLBACK"
 
 
-def test_switches_default_on_when_the_disk_tier_is_on_3fs():
-    env = kvbm_env(ON_3FS, {"kvbm": {"diskDisableODirect": None, "diskZerofillFallback": None}})
-    assert all(env[name] == "true" for name in SWITCHES)
+def test_o_direct_switch_defaults_on_when_the_disk_tier_is_on_3fs():
+    assert kvbm_env(ON_3FS, {"kvbm": {"diskDisableODirect": None}})[O_DIRECT] == "true"
 
 
 def test_switches_absent_when_the_disk_tier_is_local():
-    env = kvbm_env(LOCAL)
-    assert not set(SWITCHES) & set(env)
+    """fallocate works on a local disk, so zerofill asks nothing of KVBM there."""
+    for mode in ("zerofill", "sparse"):
+        env = kvbm_env(LOCAL, {"kvbm": {"diskAllocation": mode}})
+        assert O_DIRECT not in env and ZEROFILL not in env
 
 
-@pytest.mark.parametrize("switch,name", [("diskDisableODirect", SWITCHES[0]), ("diskZerofillFallback", SWITCHES[1])])
-def test_a_switch_turned_off_is_absent_never_false(switch, name):
+def test_o_direct_switch_turned_off_is_absent_never_false():
     """KVBM tests these variables for presence: "false" would turn them on."""
-    env = kvbm_env(ON_3FS, {"kvbm": {switch: False}})
-    assert name not in env
-    other = next(n for n in SWITCHES if n != name)
-    assert env[other] == "true"
+    env = kvbm_env(ON_3FS, {"kvbm": {"diskDisableODirect": False}})
+    assert O_DIRECT not in env
+    assert env[ZEROFILL] == "true"
 
 
-@pytest.mark.parametrize("switch,name", [("diskDisableODirect", SWITCHES[0]), ("diskZerofillFallback", SWITCHES[1])])
-def test_a_switch_can_be_forced_on_for_a_local_disk(switch, name):
-    assert kvbm_env(LOCAL, {"kvbm": {switch: True}})[name] == "true"
+def test_o_direct_switch_can_be_forced_on_for_a_local_disk():
+    assert kvbm_env(LOCAL, {"kvbm": {"diskDisableODirect": True}})[O_DIRECT] == "true"
+
+
+@pytest.mark.parametrize("mode,zerofill", [("zerofill", True), ("sparse", False)])
+def test_allocation_mode_sets_the_zerofill_switch_and_the_budget(mode, zerofill):
+    """KVBM zero-fills only when the variable is present; absent, it truncates to a sparse file at once."""
+    startup = {"modelLoadSeconds": 600, "diskWriteGBPerMinute": 4, "marginSeconds": 300, "periodSeconds": 10}
+    c = worker_container(ON_3FS, {"kvbm": {"diskAllocation": mode, "diskCacheGB": 120},
+                                  "worker": {"startup": startup}})
+    env = env_of(c)
+    assert (ZEROFILL in env) is zerofill
+    allocation = 120 * 60 // 4 if zerofill else 0
+    probe = c["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 600 + allocation + 300
+    assert probe["periodSeconds"] * (probe["failureThreshold"] - 1) < 600 + allocation + 300
+    assert int(env["DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS"]) == max(1800, allocation + 300)
+    script = c["command"][2]
+    assert ("stat -f" in script) is not zerofill, "only a sparse tier checks the room on its filesystem"
 
 
 def test_no_rendered_env_is_false():
-    for values in (ON_3FS, LOCAL, {**ON_3FS, "kvbm": {**ON_3FS["kvbm"], "diskDisableODirect": False}}):
+    for values in (ON_3FS, LOCAL, {**ON_3FS, "kvbm": {**ON_3FS["kvbm"], "diskDisableODirect": False}},
+                   {**ON_3FS, "kvbm": {**ON_3FS["kvbm"], "diskAllocation": "sparse"}}):
         for e in worker_container(values)["env"]:
             if e["name"].startswith("DYN_KVBM_DISK_"):
                 assert e.get("value") != "false", e
@@ -139,7 +156,7 @@ def test_notes_show_the_allocation_estimate():
 
     args = ["install", "dynamo", str(CHART), "--dry-run=client", "-f", str(ROOT / "values/ipoib.yaml")]
     notes = helm(4, *args).stdout.split("NOTES:")[1]
-    assert "750 s to allocate the 50 GB disk tier at 4 GB/min" in notes
+    assert "750 s to zero-fill the 50 GB disk tier at 4 GB/min" in notes
     assert "threefs.fuse.image.tag=PLACEHOLDER" in notes
 
 

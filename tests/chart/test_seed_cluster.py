@@ -145,7 +145,9 @@ def test_images_are_the_seeds(objects, worker):
 def test_staging_host_path_and_propagation(worker):
     spec = pod_spec(worker)
     root = next(v for v in spec["volumes"] if v["name"] == "threefs-mount-root")
-    assert root["hostPath"] == {"path": "/tmp/dynamo-3fs-mount", "type": "DirectoryOrCreate"}
+    # The worker's own directory below the staging root: another group's or release's mount is never its.
+    assert root["hostPath"] == {"path": "/tmp/dynamo-3fs-mount/dynamo-test/dynamo-dynamo-offloading-worker",
+                                "type": "DirectoryOrCreate"}
     def mount_root(name):
         return next(m for m in container(worker, name)["volumeMounts"] if m["name"] == "threefs-mount-root")
 
