@@ -145,7 +145,7 @@ stat -f -c '%S %b %f %a' "$DYN_KVBM_DISK_CACHE_DIR" | awk -v own={{ $own }} -v a
   used = ($2 - $3) * $1; others = all - own; held = (used < others) ? used : others
   need = all - held; avail = $4 * $1
   if (avail < need) {
-    printf "kvbm.diskAllocation sparse: %s has %.1f GB free, and the disk tiers of the workers sharing it need %.1f GB more (%.1f GB in all, %.1f GB of it already used); lower kvbm.diskCacheGB or the replicas, free space, or use kvbm.diskAllocation zerofill\n", dir, avail / 1e9, need / 1e9, all / 1e9, held / 1e9 > "/dev/stderr"
+    printf "kvbm.diskAllocation sparse: %s has %.1f GB free, but the disk tiers of the workers sharing it (%.1f GB in all, %.1f GB of it possibly written) may still take %.1f GB; lower kvbm.diskCacheGB or the replicas, make room, or use kvbm.diskAllocation zerofill, which reserves the space at each start\n", dir, avail / 1e9, all / 1e9, held / 1e9, need / 1e9 > "/dev/stderr"
     exit 1
   }
 }'

@@ -288,3 +288,52 @@ def wait_until(condition, within=5.0):
         time.sleep(0.1)
     return False
 
+
+
+# --- the room for sparse disk tiers
+
+MB = 10**6
+
+
+@pytest.mark.parametrize("size_mb,written_mb,starts", [
+    (100, 0, False),   # four 50 MB tiers need 200 MB
+    (210, 0, True),
+    (180, 60, False),  # 60 MB of the others' tiers are written, 140 MB still to come, 120 MB free
+    (210, 60, True),   # a restart once the others have written part of theirs
+])
+def test_a_sparse_start_checks_the_room_for_every_worker_sharing_the_filesystem(tmp_path, size_mb, written_mb, starts):
+    """A real filesystem of a given size (a tmpfs on the 3FS mount's cache directory) and four workers whose
+    50 MB tiers share it; space already used counts as the other workers' written blocks."""
+    root = tmp_path / "root"
+    mountpoint = root / "3fs"
+    mountpoint.mkdir(parents=True)
+    values = {"threefs": {"mountRoot": {"mountPath": str(root)}, "fuse": {"mountTimeoutSeconds": 5}},
+              "kvbm": {"diskCacheDir": str(mountpoint / "kvbm_cache"), "diskAllocation": "sparse",
+                       "cpuCacheGB": 0.05, "diskCacheGB": 0.05},
+              "worker": {"replicas": 4}}
+    worker = one(render(environment_values("ipoib"), values), "StatefulSet", "worker")
+    script, argv0, _ = worker_script_of(worker)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    fuse = fusefs.FuseServer(mountpoint, subtype="hf3fs", fsname="hf3fs.ipoib", writable=True).start()
+    cache = mountpoint / "kvbm_cache"
+    try:
+        cache.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb * MB}", "tmpfs", str(cache)], check=True)
+        if written_mb:
+            (cache / "ns" / "w-1").mkdir(parents=True)
+            (cache / "ns" / "w-1" / "written").write_bytes(b"\1" * (written_mb * MB))
+        with answering(run_dir):
+            done = run_start(script, argv0, run_dir, start_env(tmp_path, worker, mountpoint))
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
+        fuse.kill()
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    if starts:
+        assert done.returncode == 0, done.stderr
+        assert "python3 -m dynamo.trtllm" in done.stdout
+    else:
+        assert done.returncode == 1 and "python3" not in done.stdout
+        free_gb = (size_mb - written_mb) * MB / 1e9
+        assert f"kvbm.diskAllocation sparse: {cache}/ns/w-0 has {free_gb:.1f} GB free" in done.stderr, done.stderr
+        assert "0.2 GB in all" in done.stderr
