@@ -19,3 +19,8 @@ def helm_executable(major):
 
 def environment_values(env):
     return yaml.safe_load((ROOT / "values" / f"{env}.yaml").read_text()) or {}
+
+
+def chart_defaults():
+    """The chart's default values (chart/values.yaml)."""
+    return yaml.safe_load((CHART / "values.yaml").read_text())

@@ -11,7 +11,7 @@ The rules of one worker group run for each group, and a group's messages start w
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
 {{- $g := dict }}
 {{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
-{{- range $rule := list "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" }}
+{{- range $rule := list "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "startPolicy" }}
 {{- range include (printf "dynamo-offloading.validateValues.%s" $rule) $g | splitList "\n" | compact }}
 {{- $messages = append $messages (ternary (printf "worker.groups.%s: %s" $name .) . (ne $name "")) }}
 {{- end }}
@@ -55,6 +55,19 @@ half-way instead.
 {{ $name }}.embedded.persistence: the StatefulSet {{ $sts }} has {{ if $claim }}a data claim of {{ $size }}{{ with $class }} of StorageClass {{ . }}{{ end }}{{ else }}no data claim{{ end }}, and a StatefulSet's volumeClaimTemplates cannot change; keep the values that made it, or delete it but not its pods and claims (kubectl -n {{ $.Release.Namespace }} delete statefulset {{ $sts }} --cascade=orphan) and upgrade again
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The group's StatefulSet already in the cluster (read at upgrade, nothing under helm template): its
+podManagementPolicy cannot change, so a new one would fail the upgrade half-way instead.
+*/}}
+{{- define "dynamo-offloading.validateValues.startPolicy" -}}
+{{- $sts := include "dynamo-offloading.worker.fullname" . }}
+{{- $live := lookup "apps/v1" "StatefulSet" .Release.Namespace $sts | default dict }}
+{{- $policy := dig "spec" "podManagementPolicy" "" $live }}
+{{- if and $policy (ne $policy .Values.worker.podManagementPolicy) }}
+worker.podManagementPolicy: the StatefulSet {{ $sts }} starts its workers {{ $policy }}, and a StatefulSet's podManagementPolicy cannot change; keep {{ $policy }}, or delete it (kubectl -n {{ .Release.Namespace }} delete statefulset {{ $sts }}: its workers stop) and upgrade again
 {{- end }}
 {{- end }}
 

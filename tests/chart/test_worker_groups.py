@@ -135,8 +135,8 @@ def test_cleanup_visits_every_node_of_every_group():
     job = next(j for j in find(render(SCALE_OUT, values), "Job") if j["metadata"]["name"].endswith("-cleanup"))
     args = container(job, "cleanup")["args"]
     assert "--nodes=gpu-node-1,gpu-node-2,gpu-node-5" in args
-    assert f"--worker-selector=app.kubernetes.io/name=dynamo-offloading,app.kubernetes.io/instance=dynamo," \
-           f"app.kubernetes.io/component=worker" in args, "every group's pods"
+    assert "--worker-selector=app.kubernetes.io/name=dynamo-offloading,app.kubernetes.io/instance=dynamo," \
+           "app.kubernetes.io/component=worker" in args, "every group's pods"
 
 
 def test_the_frontend_fetches_every_groups_model_files():
@@ -148,9 +148,9 @@ def test_the_frontend_fetches_every_groups_model_files():
 
 def test_the_downloader_runs_once_per_node_and_model():
     values = {"modelDownloader": {"enabled": True}}
-    jobs = [j for j in find(render(SCALE_OUT, values), "Job", "model-downloader")]
-    pairs = {(pod_spec(j)["nodeSelector"]["kubernetes.io/hostname"], env_of(container(j, "downloader"))["MODEL_REPO_ID"])
-             for j in jobs}
+    jobs = find(render(SCALE_OUT, values), "Job", "model-downloader")
+    pairs = {(pod_spec(j)["nodeSelector"]["kubernetes.io/hostname"],
+              env_of(container(j, "downloader"))["MODEL_REPO_ID"]) for j in jobs}
     assert len(jobs) == len(pairs) == 8
     same_model = {"worker": {"groups": {"qwen3-32b": {"model": {"repoId": "Qwen/Qwen3-8B"}}}}}
     assert len(find(render(SCALE_OUT, values, same_model), "Job", "model-downloader")) == 4
@@ -160,4 +160,5 @@ def test_without_groups_the_objects_keep_their_names():
     objects = render(environment_values("ipoib"))
     assert list(workers(objects)) == [f"{PREFIX}-worker"]
     assert [c["metadata"]["name"] for c in find(objects, "ConfigMap", "engine-config")] == [f"{PREFIX}-engine-config"]
-    assert "dynamo-offloading/worker-group" not in workers(objects)[f"{PREFIX}-worker"]["spec"]["selector"]["matchLabels"]
+    selector = workers(objects)[f"{PREFIX}-worker"]["spec"]["selector"]["matchLabels"]
+    assert "dynamo-offloading/worker-group" not in selector

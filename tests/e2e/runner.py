@@ -33,16 +33,16 @@ import threading
 import time
 import urllib.parse
 
-import yaml
 from kubernetes import client
 
 from testbed import cluster
+from testbed.helm import chart_defaults
 from tests.e2e.netns import TEST_NETWORK
-from tests.helm import CHART, ROOT
+from tests.helm import ROOT
 
 LABEL = "dynamo-offloading.test/runner"
 ENTRYPOINT = [str(ROOT / ".venv" / "bin" / "dynamo-hooks")]  # the hooks image's ENTRYPOINT
-HOOKS_REPOSITORY = yaml.safe_load((CHART / "values.yaml").read_text())["hooks"]["image"]["repository"]
+HOOKS_REPOSITORY = chart_defaults()["hooks"]["image"]["repository"]
 RUN_TIMEOUT = 300
 PROBE_EVERY = 0.5
 WORKDIR = ROOT / "build" / "runner"

@@ -8,6 +8,7 @@ import os
 
 from testbed import cluster
 from testbed.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
+from testbed.helm import chart_defaults
 from tests.e2e.runner import LABEL, PodRunner
 from tests.helm import environment_values
 
@@ -72,3 +73,40 @@ def test_uninstall_detaches_the_stale_mounts_of_every_node_and_keeps_files_and_l
                    "Transport endpoint is not connected)" in log
             assert f"ok: cleanup-mounts {staging}/other-release: kept (fuse.hf3fs testfs-source, healthy)" in log
             assert f"ok: cleanup-mounts {staging}/kept.txt: kept file" in log
+
+
+def test_uninstall_cleans_every_node_of_every_group_found_by_their_selector(seed_services, namespace, fuse_servers):
+    """Groups without a node list: the nodes that match their nodeSelector at install (a lookup on the API
+    server) get the cleanup, and each group's dead mount in its own directory goes."""
+    base = environment_values("scale-out")
+    cluster.prepare(namespace, base)
+    groups = {name: {"nodes": []} for name in base["worker"]["groups"]}
+    values = [base, cluster.CLUSTER_VALUES, {
+        "hooks": {"podLabels": {LABEL: "true"}, "preInstall": {"enabled": False},
+                  "postDelete": {"podsWaitSeconds": 10, "deadlineSeconds": 20}},
+        "threefs": {"mgmtdAddresses": ["TCP://127.0.0.1:8000"]},
+        "worker": {"groups": groups}}]
+    selected = sorted(n.metadata.name for n in cluster.core().list_node(
+        label_selector=",".join(f"{k}={v}" for k, v in base["worker"]["nodeSelector"].items())).items)
+    assert len(selected) >= 4
+    threefs = chart_defaults()["threefs"]
+    staging = threefs["mountRoot"]["hostPath"]
+    with PodRunner(namespace) as runner:
+        dead = []
+        for node in selected:
+            for group in groups:
+                mountpoint = (runner.node_dir(node) / staging.lstrip("/") / namespace /
+                              f"{RELEASE}-dynamo-offloading-worker-{group}" / threefs["mountSubPath"])
+                mountpoint.mkdir(parents=True)
+                server = FuseServer(mountpoint, subtype="hf3fs")
+                fuse_servers.append(server.start())
+                server.kill()
+                dead.append(mountpoint)
+        cluster.wait_until(lambda: all(is_stale(path) for path in dead), "the mounts stale")
+
+        cluster.install(4, RELEASE, namespace, *values, timeout="3m")
+        cluster.uninstall(4, RELEASE, namespace)
+
+        coordinator = next(logs["cleanup"] for logs in runner.logs.values() if "cleanup" in logs)
+        assert coordinator.endswith(f"cleanup: ok ({', '.join(selected)})\n"), coordinator
+        assert not [path for path in dead if mounted_at(path)]

@@ -33,11 +33,20 @@ def manifest_objects(major, namespace, release=RELEASE):
     return [o for o in yaml.safe_load_all(out) if o]
 
 
-def worker_env(namespace):
-    sts = client.AppsV1Api(cluster.api()).read_namespaced_stateful_set(f"{RELEASE}-dynamo-offloading-worker",
-                                                                      namespace)
-    worker = next(c for c in sts.spec.template.spec.containers if c.name == "worker")
-    return {e.name: e.value for e in worker.env}, sts
+def worker_sets(namespace):
+    """The release's worker StatefulSets (one per group) by name, each with its worker container's env."""
+    sets = client.AppsV1Api(cluster.api()).list_namespaced_stateful_set(
+        namespace, label_selector=f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=worker").items
+    assert sets
+    return {s.metadata.name: ({e.name: e.value for e in next(c for c in s.spec.template.spec.containers
+                                                              if c.name == "worker").env}, s) for s in sets}
+
+
+def cpu_tier(values, sts, default):
+    """The CPU tier a StatefulSet's group should have: its group's own, else the release's."""
+    group = sts.spec.selector.match_labels.get("dynamo-offloading/worker-group")
+    own = values["worker"].get("groups", {}).get(group, {}).get("kvbm", {}).get("cpuCacheGB") if group else None
+    return str(own if own is not None else default)
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -66,19 +75,25 @@ def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, see
                   for o in manifest_objects(helm_major, namespace))
     if records:
         cluster.core().patch_namespaced_config_map(record, namespace, {"data": recorded})
-    env_before, sts_before = worker_env(namespace)
+    sets_before = worker_sets(namespace)
     upgrade = {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}, "worker": {"engine": {"max_batch_size": 32}}}
     second = cluster.install(helm_major, RELEASE, namespace, values, cluster.CLUSTER_VALUES, upgrade)
     assert second.revision == 2
-    env_after, sts_after = worker_env(namespace)
-    assert (env_before["DYN_KVBM_CPU_CACHE_GB"], env_after["DYN_KVBM_CPU_CACHE_GB"]) == ("20", "30")
-    # The engine config changed, and only its checksum moved.
-    before, after = (s.spec.template.metadata.annotations for s in (sts_before, sts_after))
-    assert {k for k in after if before.get(k) != after[k]} == {"checksum/engine-config"}
-    assert sts_after.status.update_revision != sts_before.status.current_revision
-    assert sts_after.status.updated_replicas == sts_after.spec.replicas
+    sets_after = worker_sets(namespace)
+    assert sets_after.keys() == sets_before.keys()
     workers = [p for p in release_pods(namespace) if p.metadata.labels["app.kubernetes.io/component"] == "worker"]
-    assert {p.metadata.labels["controller-revision-hash"] for p in workers} == {sts_after.status.update_revision}
+    for name, (env_after, sts_after) in sets_after.items():
+        env_before, sts_before = sets_before[name]
+        assert (env_before["DYN_KVBM_CPU_CACHE_GB"], env_after["DYN_KVBM_CPU_CACHE_GB"]) == \
+            (cpu_tier(values, sts_after, 20), cpu_tier(values, sts_after, 30))
+        # The engine config changed, and only its checksum moved.
+        before, after = (s.spec.template.metadata.annotations for s in (sts_before, sts_after))
+        assert {k for k in after if before.get(k) != after[k]} == {"checksum/engine-config"}
+        assert sts_after.status.update_revision != sts_before.status.current_revision
+        assert sts_after.status.updated_replicas == sts_after.spec.replicas
+        pods = [p for p in workers if p.metadata.name.rsplit("-", 1)[0] == name]
+        assert len(pods) == sts_after.spec.replicas
+        assert {p.metadata.labels["controller-revision-hash"] for p in pods} == {sts_after.status.update_revision}
     phase, upgraded_at = last_run(helm_major, namespace, pre_install)
     assert phase == "Succeeded" and upgraded_at != installed_at  # it ran again, as pre-upgrade
     if records:
@@ -93,7 +108,8 @@ def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, see
 
     # rollback to the first revision: the first values again.
     cluster.helm(helm_major, "rollback", RELEASE, "1", "-n", namespace, "--wait", "--timeout", "5m")
-    assert worker_env(namespace)[0]["DYN_KVBM_CPU_CACHE_GB"] == "20"
+    assert {env["DYN_KVBM_CPU_CACHE_GB"] for env, sts in worker_sets(namespace).values()
+            if cpu_tier(values, sts, None) == "None"} == {"20"}
 
     # uninstall: nothing of the release is left, post-delete hook objects included once finished.
     cluster.uninstall(helm_major, RELEASE, namespace)
