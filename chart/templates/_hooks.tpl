@@ -209,7 +209,7 @@ A JSON list, empty when there is nothing to clean (no 3FS, or cleanup off).
 */}}
 {{- define "dynamo-offloading.hooks.cleanupNodes" -}}
 {{- $nodes := list }}
-{{- if and .Values.threefs.enabled .Values.hooks.postDelete.enabled }}
+{{- if and (include "dynamo-offloading.threefs.runsClient" .) .Values.hooks.postDelete.enabled }}
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
 {{- $g := dict }}
 {{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}

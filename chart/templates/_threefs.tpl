@@ -11,11 +11,38 @@ Where the sidecar mounts 3FS, inside the pods: <mountRoot.mountPath>/<mountSubPa
 {{- end }}
 
 {{/*
-The node directory a group's pods see at mountRoot.mountPath: their own below the staging root, so that
-pods of other groups or releases on the node never detach or stack on their mount. Context: a group.
+"true" when each worker pod runs its own FUSE client (threefs.mode sidecar), else "".
+*/}}
+{{- define "dynamo-offloading.threefs.sidecarOn" -}}
+{{- if and .Values.threefs.enabled (eq .Values.threefs.mode "sidecar") }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the release runs a FUSE client, in the worker pods or as a DaemonSet, else "": its launcher
+config, token and the post-delete cleanup of its mounts come with it.
+*/}}
+{{- define "dynamo-offloading.threefs.runsClient" -}}
+{{- if and .Values.threefs.enabled (ne .Values.threefs.mode "host") }}true{{ end }}
+{{- end }}
+
+{{- define "dynamo-offloading.threefs.daemonsetName" -}}
+{{- include "dynamo-offloading.component.fullname" (dict "root" . "component" "fuse") }}
+{{- end }}
+
+{{/*
+The node directory mounted at mountRoot.mountPath: the FUSE client's own below the staging root (a
+sidecar's per StatefulSet, the DaemonSet's per release), so that no other client on the node detaches or
+stacks on its mount; in host mode the staging root itself. Context: a group, or the root for the DaemonSet.
 */}}
 {{- define "dynamo-offloading.threefs.hostDir" -}}
-{{- printf "%s/%s/%s" (.Values.threefs.mountRoot.hostPath | trimSuffix "/") .Release.Namespace (include "dynamo-offloading.worker.fullname" .) }}
+{{- $root := .Values.threefs.mountRoot.hostPath | trimSuffix "/" }}
+{{- if eq .Values.threefs.mode "host" }}
+{{- $root }}
+{{- else if eq .Values.threefs.mode "daemonset" }}
+{{- printf "%s/%s/%s" $root .Release.Namespace (include "dynamo-offloading.threefs.daemonsetName" .) }}
+{{- else }}
+{{- printf "%s/%s/%s" $root .Release.Namespace (include "dynamo-offloading.worker.fullname" .) }}
+{{- end }}
 {{- end }}
 
 {{- define "dynamo-offloading.threefs.tokenSecretName" -}}
@@ -78,17 +105,20 @@ done
 {{- end }}
 
 {{/*
-The FUSE sidecar: a native sidecar (init container, restartPolicy Always) whose startup probe
-gates the worker until 3FS is mounted. Privileged: it mounts FUSE and propagates the mount to
-the host (Bidirectional needs privileged).
+The FUSE client container: it detaches what a dead client left at the mountpoint, mounts 3FS there, and
+propagates the mount to the node (Bidirectional needs privileged); its startup probe waits for the mount
+and its liveness follows it. In the worker pod it is a native sidecar (an init container with
+restartPolicy Always) whose startup probe gates the worker. Context: (dict "root" $ "sidecar" true).
 */}}
-{{- define "dynamo-offloading.threefs.sidecar" -}}
-{{- $t := .Values.threefs }}
-{{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
-- name: fuse-sidecar
+{{- define "dynamo-offloading.threefs.fuseContainer" -}}
+{{- $t := .root.Values.threefs }}
+{{- $mp := include "dynamo-offloading.threefs.mountpoint" .root -}}
+- name: {{ ternary "fuse-sidecar" "fuse" .sidecar }}
   image: {{ include "dynamo-offloading.image" $t.fuse.image | quote }}
   imagePullPolicy: {{ $t.fuse.image.pullPolicy }}
+  {{- if .sidecar }}
   restartPolicy: Always
+  {{- end }}
   command:
     - /bin/sh
     - -ec
@@ -96,7 +126,7 @@ the host (Bidirectional needs privileged).
       {{- if eq $t.transport "rdma" }}
       ulimit -l unlimited
       {{- end }}
-      {{- include "dynamo-offloading.threefs.detachMount" . | nindent 6 }}
+      {{- include "dynamo-offloading.threefs.detachMount" .root | nindent 6 }}
       mkdir -p {{ $mp | quote }}
       exec {{ $t.fuse.binary }} --launcher_cfg /etc/3fs/launcher.toml
   securityContext:
@@ -109,7 +139,7 @@ the host (Bidirectional needs privileged).
       command:
         - /bin/sh
         - -c
-        - {{ include "dynamo-offloading.threefs.mountIsLive" . | quote }}
+        - {{ include "dynamo-offloading.threefs.mountIsLive" .root | quote }}
     timeoutSeconds: 5
     {{- include "dynamo-offloading.probeBudget" (dict "seconds" $t.fuse.mountTimeoutSeconds "period" 5) | nindent 4 }}
   livenessProbe:
@@ -117,14 +147,14 @@ the host (Bidirectional needs privileged).
       command:
         - /bin/sh
         - -c
-        - {{ include "dynamo-offloading.threefs.mountIsLive" . | quote }}
+        - {{ include "dynamo-offloading.threefs.mountIsLive" .root | quote }}
     periodSeconds: 10
     timeoutSeconds: 5
     failureThreshold: 3
   lifecycle:
     preStop:
       exec:
-        command: ["/bin/sh", "-c", {{ include "dynamo-offloading.threefs.detachMount" . | quote }}]
+        command: ["/bin/sh", "-c", {{ include "dynamo-offloading.threefs.detachMount" .root | quote }}]
   volumeMounts:
     - name: threefs-mount-root
       mountPath: {{ $t.mountRoot.mountPath }}
@@ -149,14 +179,20 @@ the host (Bidirectional needs privileged).
 {{- end }}
 
 {{/*
-Volumes the sidecar and the worker use for 3FS. Context: a group.
+The node's staging directory of the mount, for the FUSE client and the workers. Context: as threefs.hostDir.
 */}}
-{{- define "dynamo-offloading.threefs.volumes" -}}
-{{- $t := .Values.threefs -}}
+{{- define "dynamo-offloading.threefs.mountRootVolume" -}}
 - name: threefs-mount-root
   hostPath:
     path: {{ include "dynamo-offloading.threefs.hostDir" . }}
     type: DirectoryOrCreate
+{{- end }}
+
+{{/*
+The other volumes of the FUSE client: its launcher config, token and devices.
+*/}}
+{{- define "dynamo-offloading.threefs.clientVolumes" -}}
+{{- $t := .Values.threefs -}}
 - name: fuse-launcher
   configMap:
     name: {{ include "dynamo-offloading.component.fullname" (dict "root" . "component" "fuse-launcher") }}
@@ -182,4 +218,37 @@ Volumes the sidecar and the worker use for 3FS. Context: a group.
     path: /dev/infiniband
     type: Directory
 {{- end }}
+{{- end }}
+
+{{/*
+Where the DaemonSet's clients run: on the nodes of every worker group, a node affinity with one term per
+group (terms are ORed) from its nodeSelector and worker.nodes, none when a group may run anywhere; and
+every group's tolerations. A JSON map {affinity, tolerations}.
+*/}}
+{{- define "dynamo-offloading.threefs.daemonsetPlacement" -}}
+{{- $terms := list }}
+{{- $anywhere := false }}
+{{- $tolerations := list }}
+{{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
+{{- $g := dict }}
+{{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
+{{- $expressions := list }}
+{{- range $key, $value := $g.Values.worker.nodeSelector | default dict }}
+{{- $expressions = append $expressions (dict "key" $key "operator" "In" "values" (list (toString $value))) }}
+{{- end }}
+{{- with $g.Values.worker.nodes }}
+{{- $expressions = append $expressions (dict "key" "kubernetes.io/hostname" "operator" "In" "values" .) }}
+{{- end }}
+{{- if $expressions }}
+{{- $terms = append $terms (dict "matchExpressions" $expressions) }}
+{{- else }}
+{{- $anywhere = true }}
+{{- end }}
+{{- $tolerations = concat $tolerations ($g.Values.worker.tolerations | default list) }}
+{{- end }}
+{{- $affinity := dict }}
+{{- if not $anywhere }}
+{{- $affinity = dict "nodeAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (dict "nodeSelectorTerms" ($terms | uniq))) }}
+{{- end }}
+{{- toJson (dict "affinity" $affinity "tolerations" ($tolerations | uniq)) }}
 {{- end }}

@@ -102,9 +102,13 @@ kvbm.diskCacheDir: {{ $k.diskCacheDir }} is in the staging directory beside the 
 {{- end }}
 {{- end }}
 
+{{/*
+What the FUSE client needs, when the release runs one; a host mount needs none of it (mgmtd addresses, when
+given, are still checked before the install).
+*/}}
 {{- define "dynamo-offloading.validateValues.threefs" -}}
 {{- $t := .Values.threefs }}
-{{- if $t.enabled }}
+{{- if include "dynamo-offloading.threefs.runsClient" . }}
 {{- if not $t.mgmtdAddresses }}
 threefs.mgmtdAddresses: required when threefs.enabled, e.g. --set threefs.mgmtdAddresses={RDMA://10.0.0.1:8000}
 {{- end }}
@@ -120,6 +124,8 @@ threefs.ibDevices.deviceFilter: required with threefs.transport=rdma, e.g. [mlx5
 {{- if or (not $t.fuse.image.repository) (not (or $t.fuse.image.tag $t.fuse.image.digest)) }}
 threefs.fuse.image: repository and tag (or digest) are required when threefs.enabled; no public 3FS FUSE image exists, so set your own
 {{- end }}
+{{- else if and $t.enabled $t.mgmtdAddresses (not $t.clusterId) }}
+threefs.clusterId: required with threefs.mgmtdAddresses, which the pre-install check asks for that cluster's primary mgmtd; or unset threefs.mgmtdAddresses to check nothing
 {{- end }}
 {{- end }}
 

@@ -37,6 +37,7 @@ def test_lint_strict(env, helm_major):
 # Optional objects on, so that they are validated too.
 VARIANTS = {
     "as-is": {},
+    "fuse-daemonset": {"threefs": {"mode": "daemonset"}},
     "all-on": {**MONITORING_ON, "modelDownloader": {"enabled": True}, "worker": {"nodes": ["gpu-a", "gpu-b"]},
                "etcd": {"tls": {"enabled": True, "existingSecret": "etcd-certs"}},
                "nats": {"auth": {"existingSecret": "nats-creds"}}},

@@ -1,5 +1,6 @@
-"""The FUSE sidecar's start and stop, rendered by Helm and run by a real shell against a real FUSE mount:
-a restart after the daemon was killed (the seed's "Transport endpoint is not connected") mounts again."""
+"""The FUSE client's start and stop, as a worker pod's sidecar and as the node's DaemonSet pod, rendered by
+Helm and run by a real shell against a real FUSE mount: a restart after the daemon was killed (the seed's
+"Transport endpoint is not connected") mounts again."""
 
 import errno
 import os
@@ -15,18 +16,23 @@ from testbed import fusefs
 from tests.helm import container, environment_values, one, render
 
 
-@pytest.fixture
-def sidecar(tmp_path):
-    """The rendered sidecar, with the mount root under tmp_path and a FUSE daemon of the tests' own as the
+@pytest.fixture(params=["sidecar", "daemonset"])
+def sidecar(tmp_path, request):
+    """The rendered FUSE client, with the mount root under tmp_path and a FUSE daemon of the tests' own as the
     3FS binary (it mounts a fuse.hf3fs filesystem at the mountpoint and serves it in the foreground)."""
     daemon = tmp_path / "hf3fs_fuse_main"
     mountpoint = tmp_path / "root" / "3fs"
     daemon.write_text(f"#!/bin/sh\nexec {sys.executable} {fusefs.__file__} {mountpoint} hf3fs.ipoib hf3fs\n")
     daemon.chmod(0o755)
-    values = {"threefs": {"mountRoot": {"mountPath": str(tmp_path / "root")}, "fuse": {"binary": str(daemon)}},
+    values = {"threefs": {"mode": request.param, "mountRoot": {"mountPath": str(tmp_path / "root")},
+                          "fuse": {"binary": str(daemon)}},
               "kvbm": {"diskCacheDir": str(mountpoint / "kvbm_cache")}}
-    worker = one(render(environment_values("ipoib"), values), "StatefulSet", "worker")
-    yield container(worker, "fuse-sidecar"), mountpoint
+    objects = render(environment_values("ipoib"), values)
+    if request.param == "sidecar":
+        client = container(one(objects, "StatefulSet", "worker"), "fuse-sidecar")
+    else:
+        client = container(one(objects, "DaemonSet", "fuse"), "fuse")
+    yield client, mountpoint
     while fusefs.mounted_at(mountpoint):
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
