@@ -6,6 +6,8 @@ Job's Bidirectional hostPath volume."""
 import errno
 import os
 
+import pytest
+
 from testbed import cluster
 from testbed.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
 from testbed.helm import chart_defaults
@@ -75,17 +77,22 @@ def test_uninstall_detaches_the_stale_mounts_of_every_node_and_keeps_files_and_l
             assert f"ok: cleanup-mounts {staging}/kept.txt: kept file" in log
 
 
-def test_uninstall_cleans_every_node_of_every_group_found_by_their_selector(seed_services, namespace, fuse_servers):
+@pytest.mark.parametrize("mode", ["sidecar", "daemonset"])
+def test_uninstall_cleans_every_node_of_every_group_found_by_their_selector(mode, seed_services, namespace,
+                                                                          fuse_servers):
     """Groups without a node list: the nodes that match their nodeSelector at install (a lookup on the API
-    server) get the cleanup, and each group's dead mount in its own directory goes."""
+    server) get the cleanup, and the dead mount of each FUSE client (each group's sidecar, or the node's
+    DaemonSet pod) in its own directory goes."""
     base = environment_values("scale-out")
     cluster.prepare(namespace, base)
     groups = {name: {"nodes": []} for name in base["worker"]["groups"]}
     values = [base, cluster.CLUSTER_VALUES, {
         "hooks": {"podLabels": {LABEL: "true"}, "preInstall": {"enabled": False},
                   "postDelete": {"podsWaitSeconds": 10, "deadlineSeconds": 20}},
-        "threefs": {"mgmtdAddresses": ["TCP://127.0.0.1:8000"]},
+        "threefs": {"mgmtdAddresses": ["TCP://127.0.0.1:8000"], "mode": mode},
         "worker": {"groups": groups}}]
+    clients = ([f"{RELEASE}-dynamo-offloading-worker-{group}" for group in groups] if mode == "sidecar"
+               else [f"{RELEASE}-dynamo-offloading-fuse"])
     selected = sorted(n.metadata.name for n in cluster.core().list_node(
         label_selector=",".join(f"{k}={v}" for k, v in base["worker"]["nodeSelector"].items())).items)
     assert len(selected) >= 4
@@ -94,9 +101,8 @@ def test_uninstall_cleans_every_node_of_every_group_found_by_their_selector(seed
     with PodRunner(namespace) as runner:
         dead = []
         for node in selected:
-            for group in groups:
-                mountpoint = (runner.node_dir(node) / staging.lstrip("/") / namespace /
-                              f"{RELEASE}-dynamo-offloading-worker-{group}" / threefs["mountSubPath"])
+            for client in clients:
+                mountpoint = runner.node_dir(node) / staging.lstrip("/") / namespace / client / threefs["mountSubPath"]
                 mountpoint.mkdir(parents=True)
                 server = FuseServer(mountpoint, subtype="hf3fs")
                 fuse_servers.append(server.start())
@@ -105,6 +111,9 @@ def test_uninstall_cleans_every_node_of_every_group_found_by_their_selector(seed
         cluster.wait_until(lambda: all(is_stale(path) for path in dead), "the mounts stale")
 
         cluster.install(4, RELEASE, namespace, *values, timeout="3m")
+        if mode == "daemonset":
+            fuse = cluster.core().list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=fuse")
+            assert sorted(p.spec.node_name for p in fuse.items) == selected, "a client on each worker node"
         cluster.uninstall(4, RELEASE, namespace)
 
         coordinator = next(logs["cleanup"] for logs in runner.logs.values() if "cleanup" in logs)
