@@ -87,7 +87,8 @@ def release_cycle(major, env, runs):
 
 def rows(tmp):
     for major in (3, 4):
-        yield f"helm{major} template values/ipoib.yaml", *timed(lambda m=major: helm_template(m, "ipoib"), 5)
+        for env in ("ipoib", "scale-out"):
+            yield f"helm{major} template values/{env}.yaml", *timed(lambda m=major, e=env: helm_template(m, e), 5)
     yield "python -m generator check", *timed(lambda: subprocess.run(
         [sys.executable, "-m", "generator", "check"], cwd=ROOT, check=True, capture_output=True), 3)
     yield "process: python -c pass (the bare interpreter)", *process([sys.executable, "-c", "pass"], 10)
@@ -115,7 +116,7 @@ def rows(tmp):
     cluster.ensure_running()
     cluster.seed_services()
     for major in (3, 4):
-        for env in ("ipoib", "standalone"):
+        for env in ("ipoib", "standalone", "scale-out"):
             for step, median in release_cycle(major, env, 3).items():
                 yield f"helm{major} {step} --wait values/{env}.yaml (cluster)", median, 3, ""
 

@@ -54,18 +54,6 @@ a group may turn a tier off. Maps merge key by key, anything else replaces.
 {{- end }}
 
 {{/*
-Where a group's value is set, for messages: worker.groups.<name>.<path> or the plain path, with the kvbm
-section of a group under it. Context: (dict "ctx" $group "path" "worker.gpus").
-*/}}
-{{- define "dynamo-offloading.worker.valuePath" -}}
-{{- if .ctx.Group.name }}
-{{- printf "worker.groups.%s.%s" .ctx.Group.name (trimPrefix "worker." .path) }}
-{{- else }}
-{{- .path }}
-{{- end }}
-{{- end }}
-
-{{/*
 The group's StatefulSet (and its pods' hostname prefix).
 */}}
 {{- define "dynamo-offloading.worker.fullname" -}}

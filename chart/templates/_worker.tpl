@@ -68,6 +68,19 @@ nodeSelector), else the nodes that match worker.nodeSelector when the release is
 {{- end }}
 
 {{/*
+The names every worker group serves its model under, once each: what the frontend offers. A JSON list.
+*/}}
+{{- define "dynamo-offloading.worker.servedModelNames" -}}
+{{- $names := list }}
+{{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
+{{- $g := dict }}
+{{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
+{{- $names = append $names (include "dynamo-offloading.worker.servedModelName" $g) }}
+{{- end }}
+{{- toJson ($names | uniq) }}
+{{- end }}
+
+{{/*
 TRT-LLM engine config: the seed's engine settings, the KVBM connector, then extraEngineArgs.
 */}}
 {{- define "dynamo-offloading.worker.engineConfig" -}}

@@ -1,7 +1,13 @@
 """The `helm test` Pod: gone after the test whatever its outcome, its log shown by Helm, and its request
 bounded well inside Helm's own test timeout."""
 
+import http.server
+import json
 import re
+import subprocess
+import threading
+
+import pytest
 
 from tests.helm import container, environment_values, one, render
 
@@ -27,3 +33,43 @@ def test_request_ends_before_helm_gives_up():
     total = int(re.search(r"curl .*-m (\d+) ", script).group(1))
     connect = int(re.search(r"--connect-timeout (\d+) ", script).group(1))
     assert connect < total <= HELM_TEST_TIMEOUT_SECONDS / 2
+
+
+class Frontend(http.server.BaseHTTPRequestHandler):
+    """A loopback stand-in for the frontend that serves only the models in `served`."""
+
+    served = ()
+    asked = []
+
+    def do_POST(self):
+        model = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["model"]
+        self.asked.append(model)
+        ok = model in self.served
+        body = json.dumps({"choices": [{"message": {"content": "hello"}}]} if ok else {"error": "no such model"})
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("served,passes", [(("Qwen/Qwen3-8B", "Qwen/Qwen3-32B"), True), (("Qwen/Qwen3-8B",), False)])
+def test_every_groups_model_gets_a_completion(served, passes):
+    script = container(one(render(environment_values("scale-out")), "Pod", "test-chat-completion"),
+                       "chat-completion")["args"][0]
+    Frontend.served, Frontend.asked = served, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Frontend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = re.sub(r'url="http://[^/]+/', f'url="http://127.0.0.1:{server.server_address[1]}/', script)
+        done = subprocess.run(["sh", "-c", local], capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert (done.returncode == 0) is passes, done.stdout + done.stderr
+    if passes:
+        assert sorted(Frontend.asked) == sorted(served)
+        assert "chat completion OK: Qwen/Qwen3-32B" in done.stdout
+    else:
+        assert "expected HTTP 200" in done.stdout
