@@ -132,11 +132,16 @@ def test_scale_out_places_rolls_and_refuses(helm_major, namespace, seed_services
     name = f"{RELEASE}-dynamo-offloading-worker-qwen3-8b-{replicas['qwen3-8b']}"
 
     def unschedulable():
-        pod = cluster.core().read_namespaced_pod(name, namespace)
-        return next((c for c in pod.status.conditions or [] if c.type == "PodScheduled" and c.status == "False"
-                     and c.reason == "Unschedulable"), None), pod
+        """The pod and the scheduler's verdict on it, once there is one."""
+        pods = cluster.core().list_namespaced_pod(namespace, field_selector=f"metadata.name={name}").items
+        for pod in pods:
+            for condition in pod.status.conditions or []:
+                if condition.type == "PodScheduled" and condition.status == "False" \
+                        and condition.reason == "Unschedulable":
+                    return condition, pod
+        return None
 
-    condition, pod = cluster.wait_until(lambda: unschedulable()[0] and unschedulable(), "the scheduler's verdict")
+    condition, pod = cluster.wait_until(unschedulable, "the scheduler's verdict")
     assert pod.status.phase == "Pending" and not pod.spec.node_name
     # Its group's nodes are held by its own pods (their host ports, and the anti-affinity: the scheduler names
     # the first filter that fails), and no other node is its group's.
