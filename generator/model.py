@@ -17,6 +17,7 @@ class Param:
     default: object
     type: str | None = None
     schema: dict = dataclasses.field(default_factory=dict)
+    k8s: str | dict | None = None  # a Kubernetes object passed through (generator/k8s_schema.py)
 
     @property
     def name(self):
@@ -70,7 +71,7 @@ def parse_node(path, node):
     if "_image" in node:
         return image_section(path, doc, node["_image"])
     if "_default" in node:
-        return Param(path, doc, node["_default"], node.get("_type"), dict(node.get("_schema", {})))
+        return Param(path, doc, node["_default"], node.get("_type"), dict(node.get("_schema", {})), node.get("_k8s"))
     unknown = [k for k in node if k.startswith("_") and k != "_doc"]
     if unknown:
         raise ValueError(f"{'.'.join(path)}: unknown model keys {unknown}")

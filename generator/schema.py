@@ -1,5 +1,6 @@
 """Build chart/values.schema.json (JSON Schema draft-07, as Helm validates it) from the values model."""
 
+from generator import k8s_schema
 from generator.model import Param
 
 IPV4_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
@@ -34,8 +35,10 @@ NAMED_TYPES = {
     "registryOrEmpty": {"type": "string", "pattern": r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)?$"},
     "duration": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},
     "stringMap": {"type": "object", "additionalProperties": {"type": "string"}},
+    # Stricter than Kubernetes' ResourceRequirements, whose quantities are any string: a typo fails here.
     "resources": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {
             "limits": {"type": "object", "additionalProperties": {"$ref": "#/definitions/quantity"}},
             "requests": {"type": "object", "additionalProperties": {"$ref": "#/definitions/quantity"}},
@@ -51,8 +54,11 @@ JSON_TYPES = [(bool, "boolean"), (int, "integer"), (float, "number"), (str, "str
               (dict, "object")]
 
 
-def param_schema(param):
-    if param.type:
+def param_schema(param, definitions, k8s_version):
+    if param.k8s:
+        schema, needed = k8s_schema.schema(param.k8s, k8s_version)
+        definitions.update(needed)
+    elif param.type:
         if param.type not in NAMED_TYPES:
             raise ValueError(f"{param.name}: unknown _type {param.type!r}")
         schema = dict(NAMED_TYPES[param.type])
@@ -61,20 +67,23 @@ def param_schema(param):
     else:
         schema = {"type": next(name for kind, name in JSON_TYPES if isinstance(param.default, kind))}
     schema.update(param.schema)
-    if "type" not in schema and "$ref" not in schema:
+    if param.k8s:
+        pass
+    elif "type" not in schema and "$ref" not in schema:
         raise ValueError(f"{param.name}: a null default needs a _schema type")
     if param.doc:
         schema["description"] = param.doc
     return schema
 
 
-def section_schema(section):
+def section_schema(section, definitions, k8s_version):
     schema = {"type": "object", "additionalProperties": False, "properties": {}}
     if section.doc:
         schema["description"] = section.doc
     for child in section.children:
         name = child.path[-1]
-        schema["properties"][name] = param_schema(child) if isinstance(child, Param) else section_schema(child)
+        schema["properties"][name] = (param_schema(child, definitions, k8s_version) if isinstance(child, Param)
+                                      else section_schema(child, definitions, k8s_version))
     return schema
 
 
@@ -87,10 +96,13 @@ def worker_group_schema(properties):
             "description": "A worker group's values, merged over worker and kvbm."}
 
 
-def build(root, title):
+def build(root, title, k8s_version=None):
+    k8s_version = k8s_version or k8s_schema.minimum_version()
     schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": title}
-    schema.update(section_schema(root))
+    kubernetes = {}
+    schema.update(section_schema(root, kubernetes, k8s_version))
     # Helm passes a parent chart's globals to its subcharts.
     schema["properties"]["global"] = {"type": "object", "description": "Values shared with a parent chart."}
-    schema["definitions"] = dict(DEFINITIONS, workerGroup=worker_group_schema(schema["properties"]))
+    schema["definitions"] = dict(DEFINITIONS, workerGroup=worker_group_schema(schema["properties"]),
+                                 **dict(sorted(kubernetes.items())))
     return schema
