@@ -30,7 +30,8 @@ NAMED_TYPES = {
     "port": {"type": "integer", "minimum": 1, "maximum": 65535},
     "quantity": {"$ref": "#/definitions/quantity"},
     "k8sNameOrEmpty": {"type": "string", "maxLength": 253, "pattern": rf"^({DNS1123_SUBDOMAIN})?$"},
-    "absolutePath": {"type": "string", "pattern": r"^/[^\s]*$"},
+    # No shell metacharacter, space or glob: paths reach the shell scripts of privileged containers.
+    "absolutePath": {"type": "string", "pattern": r"^/[A-Za-z0-9._+@:=,/-]*$"},
     "digestOrEmpty": {"type": "string", "pattern": r"^(sha256:[a-f0-9]{64})?$"},
     "registryOrEmpty": {"type": "string", "pattern": r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)?$"},
     "duration": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},

@@ -172,3 +172,12 @@ threshold rounds up, so period x threshold is never below the budget. Context: (
 periodSeconds: {{ int .period }}
 failureThreshold: {{ max 1 (ceil (divf (float64 .seconds) (float64 .period)) | int) }}
 {{- end }}
+
+{{/*
+A value as one shell word that the shell takes literally, whatever it holds: single-quoted, each ' in it
+written as '\''. Every value inserted into a shell script goes through it (double quotes would still run
+$(...) and backticks).
+*/}}
+{{- define "dynamo-offloading.shellWord" -}}
+{{- printf "'%s'" (replace "'" "'\\''" (toString .)) }}
+{{- end }}

@@ -88,7 +88,7 @@ dead FUSE daemon gives ENOTCONN).
 */}}
 {{- define "dynamo-offloading.threefs.mountIsLive" -}}
 {{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
-grep -E '{{ include "dynamo-offloading.threefs.mountinfoPattern" . }}' /proc/self/mountinfo | tail -n 1 | grep -q ' - fuse\.hf3fs ' && stat {{ $mp | quote }} >/dev/null
+grep -E {{ include "dynamo-offloading.threefs.mountinfoPattern" . | include "dynamo-offloading.shellWord" }} /proc/self/mountinfo | tail -n 1 | grep -q ' - fuse\.hf3fs ' && stat {{ include "dynamo-offloading.shellWord" $mp }} >/dev/null
 {{- end }}
 
 {{/*
@@ -98,9 +98,10 @@ runs them when it starts, since a restart after a crash finds the previous daemo
 */}}
 {{- define "dynamo-offloading.threefs.detachMount" -}}
 {{- $mp := include "dynamo-offloading.threefs.mountpoint" . -}}
-while grep -Eq '{{ include "dynamo-offloading.threefs.mountinfoPattern" . }}' /proc/self/mountinfo; do
-  echo "detaching the mount at {{ $mp }}"
-  umount -l {{ $mp | quote }} || fusermount3 -uz {{ $mp | quote }} || break
+{{- $word := include "dynamo-offloading.shellWord" $mp -}}
+while grep -Eq {{ include "dynamo-offloading.threefs.mountinfoPattern" . | include "dynamo-offloading.shellWord" }} /proc/self/mountinfo; do
+  printf 'detaching the mount at %s\n' {{ $word }}
+  umount -l {{ $word }} || fusermount3 -uz {{ $word }} || break
 done
 {{- end }}
 
@@ -127,8 +128,8 @@ restartPolicy Always) whose startup probe gates the worker. Context: (dict "root
       ulimit -l unlimited
       {{- end }}
       {{- include "dynamo-offloading.threefs.detachMount" .root | nindent 6 }}
-      mkdir -p {{ $mp | quote }}
-      exec {{ $t.fuse.binary }} --launcher_cfg /etc/3fs/launcher.toml
+      mkdir -p {{ include "dynamo-offloading.shellWord" $mp }}
+      exec {{ include "dynamo-offloading.shellWord" $t.fuse.binary }} --launcher_cfg /etc/3fs/launcher.toml
   securityContext:
     privileged: true
     runAsUser: 0

@@ -138,8 +138,8 @@ exec:
     - -c
     - >-
       { {{ include "dynamo-offloading.threefs.mountIsLive" . }}
-      && [ "$(stat -c %d {{ $mp | quote }})" = "$(cat /run/dynamo-offloading/mount-device)" ]; }
-      || { echo "3FS mount {{ $mp }} is dead or was replaced"; exit 1; };
+      && [ "$(stat -c %d {{ include "dynamo-offloading.shellWord" $mp }})" = "$(cat /run/dynamo-offloading/mount-device)" ]; }
+      || { printf '3FS mount %s is dead or was replaced\n' {{ include "dynamo-offloading.shellWord" $mp }}; exit 1; };
       curl -fsS -m 5 -o /dev/null http://127.0.0.1:{{ include "dynamo-offloading.worker.port" (list . "system") }}/live
 {{- else -}}
 httpGet:
@@ -159,7 +159,7 @@ directory and, with a sparse tier, check the room on it, then run dynamo.trtllm 
 . /run/dynamo-offloading/worker.env
 {{- if include "dynamo-offloading.kvbm.diskOnThreefs" . }}
 {{ include "dynamo-offloading.worker.waitForMount" . }}
-stat -c %d {{ include "dynamo-offloading.threefs.mountpoint" . | quote }} > /run/dynamo-offloading/mount-device
+stat -c %d {{ include "dynamo-offloading.threefs.mountpoint" . | include "dynamo-offloading.shellWord" }} > /run/dynamo-offloading/mount-device
 {{- end }}
 {{- if include "dynamo-offloading.kvbm.tierOn" .Values.kvbm.diskCacheGB }}
 {{ include "dynamo-offloading.kvbm.prepareDiskDir" . }}
@@ -213,10 +213,10 @@ on the bare staging directory would write the disk tier onto the node.
 waited=0
 until {{ include "dynamo-offloading.threefs.mountIsLive" . }} 2>/dev/null; do
   if [ "$waited" -ge {{ $wait }} ]; then
-    echo "3FS is not mounted at {{ $mp }} after {{ $wait }} s; not starting on the node's disk" >&2
+    printf '3FS is not mounted at %s after {{ $wait }} s; not starting on the node'"'"'s disk\n' {{ include "dynamo-offloading.shellWord" $mp }} >&2
     exit 1
   fi
-  [ "$waited" -gt 0 ] || echo "waiting for the 3FS mount at {{ $mp }}"
+  [ "$waited" -gt 0 ] || printf 'waiting for the 3FS mount at %s\n' {{ include "dynamo-offloading.shellWord" $mp }}
   sleep 1
   waited=$((waited + 1))
 done

@@ -141,7 +141,7 @@ def test_an_explicit_memory_limit_wins():
 def test_worker_liveness_watches_the_3fs_mount():
     c = worker_container(ON_3FS)
     script = " ".join(c["livenessProbe"]["exec"]["command"])
-    assert 'stat -c %d "/mnt/3fs-root/3fs"' in script and "/live" in script
+    assert "stat -c %d '/mnt/3fs-root/3fs'" in script and "/live" in script
     assert "stat -c %d" in c["command"][2]
 
 
