@@ -5,7 +5,7 @@ The rules of one worker group run for each group, and a group's messages start w
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" }}
+{{- range $rule := list "podSecurity" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" }}
 {{- $messages = concat $messages (include (printf "dynamo-offloading.validateValues.%s" $rule) $ | splitList "\n" | compact) }}
 {{- end }}
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
@@ -68,6 +68,20 @@ podManagementPolicy cannot change, so a new one would fail the upgrade half-way 
 {{- $policy := dig "spec" "podManagementPolicy" "" $live }}
 {{- if and $policy (ne $policy .Values.worker.podManagementPolicy) }}
 worker.podManagementPolicy: the StatefulSet {{ $sts }} starts its workers {{ $policy }}, and a StatefulSet's podManagementPolicy cannot change; keep {{ $policy }}, or delete it (kubectl -n {{ .Release.Namespace }} delete statefulset {{ $sts }}: its workers stop) and upgrade again
+{{- end }}
+{{- end }}
+
+{{/*
+Host-network workers and the pre-install Job beside them reach an embedded etcd or NATS from their nodes'
+addresses, which only networkPolicy.nodeCIDRs can admit.
+*/}}
+{{- define "dynamo-offloading.validateValues.networkPolicy" -}}
+{{- $embedded := list }}
+{{- range $name := list "etcd" "nats" }}
+{{- if (get (get $.Values $name) "embedded").enabled }}{{ $embedded = append $embedded $name }}{{ end }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled .Values.worker.hostNetwork $embedded (not .Values.networkPolicy.nodeCIDRs) }}
+networkPolicy.nodeCIDRs: required with networkPolicy.enabled, worker.hostNetwork and the embedded {{ join " and " $embedded }}: host-network pods are not matched by pod selectors, so list the worker nodes' addresses, e.g. --set networkPolicy.nodeCIDRs={10.0.0.0/16}
 {{- end }}
 {{- end }}
 

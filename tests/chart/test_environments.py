@@ -40,7 +40,9 @@ VARIANTS = {
     "fuse-daemonset": {"threefs": {"mode": "daemonset"}},
     "all-on": {**MONITORING_ON, "modelDownloader": {"enabled": True}, "worker": {"nodes": ["gpu-a", "gpu-b"]},
                "etcd": {"tls": {"enabled": True, "existingSecret": "etcd-certs"}},
-               "nats": {"auth": {"existingSecret": "nats-creds"}}},
+               "nats": {"auth": {"existingSecret": "nats-creds"}},
+               "networkPolicy": {"enabled": True, "nodeCIDRs": ["10.0.0.0/16"],
+                                 "frontend": {"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}}},
 }
 
 
