@@ -1,7 +1,7 @@
 """NetworkPolicies behind networkPolicy.enabled: the frontend reachable only on its port, from the peers the
 values name; the embedded etcd and NATS only from the release's pods and the worker nodes."""
 
-from tests.helm import environment_values, find, one, render
+from tests.helm import environment_values, find, render
 
 STANDALONE = environment_values("standalone")
 ON = {"networkPolicy": {"enabled": True}}
