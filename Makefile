@@ -83,15 +83,19 @@ require-registry:
 push-chart: require-registry package ## Push the chart to oci://$(REGISTRY)/charts/dynamo-offloading:<version>
 	$(HELM) push $(DIST)/dynamo-offloading-$(VERSION).tgz oci://$(REGISTRY)/charts $(if $(PLAIN_HTTP),--plain-http)
 
-push-image: require-registry ## Push the hooks image built by `make image` to $(REGISTRY)/dynamo-offloading-hooks:<version>
-	@test -f $(IMAGE_ARCHIVE) || { echo "make push-image: $(IMAGE_ARCHIVE) is missing: run make image"; exit 2; }
+push-image: require-registry $(IMAGE_ARCHIVE) ## Push the hooks image (built first when missing or older than its sources) to $(REGISTRY)/dynamo-offloading-hooks:<version>
 	skopeo copy $(if $(PLAIN_HTTP),--dest-tls-verify=false) oci-archive:$(IMAGE_ARCHIVE) \
 	  docker://$(REGISTRY)/$(HOOKS_IMAGE):$(VERSION)
 
 test: .tools/.helm check ## Check generated files, then run the test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-image: $(VENV)/.installed .tools/.debian-packages ## Build the hooks image into dist/dynamo-offloading-hooks-<version>.oci.tar (Docker, else buildah)
+image: $(IMAGE_ARCHIVE) ## Build the hooks image into dist/dynamo-offloading-hooks-<version>.oci.tar when its sources changed (Docker, else buildah; make -B image forces it)
+
+# What the image is made of: the hooks package and the build's own code.
+IMAGE_SOURCES := $(shell git ls-files hooks hack/image 2>/dev/null)
+
+$(IMAGE_ARCHIVE): $(VENV)/.installed .tools/.debian-packages $(IMAGE_SOURCES)
 	$(PYTHON) -m hack.image --version $(VERSION)
 
 image-test: image .tools/.helm ## Run dynamo-hooks inside the built image against real servers; push it to a real registry
