@@ -75,7 +75,8 @@ HOOKS_IMAGE := dynamo-offloading-hooks
 IMAGE_ARCHIVE := $(DIST)/$(HOOKS_IMAGE)-$(VERSION).oci.tar
 PLAIN_HTTP ?=
 
-push: push-chart push-image ## Push the chart and the hooks image to REGISTRY=host:port (PLAIN_HTTP=1 without TLS)
+# Both are built before either is pushed: a failed image build publishes nothing.
+push: require-registry package $(IMAGE_ARCHIVE) push-chart push-image ## Build when needed, then push the chart and the hooks image to REGISTRY=host:port (PLAIN_HTTP=1 without TLS)
 
 require-registry:
 	@test -n "$(REGISTRY)" || { echo "make $(MAKECMDGOALS): set REGISTRY=host:port"; exit 2; }
