@@ -38,9 +38,14 @@ $(VENV)/.installed: requirements.txt hooks/pyproject.toml | .tools/.debian-packa
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e hooks
 	@touch $@
 
-tools: .tools/.helm ## Install Helm 4 (default) and Helm 3 into .tools/bin
+tools: .tools/.helm .tools/.checkov ## Install Helm 4 (default) and Helm 3 into .tools/bin, checkov into .tools/checkov
 .tools/.helm: hack/install_helm.py | $(VENV)/.installed
 	$(PYTHON) hack/install_helm.py
+	@touch $@
+
+.tools/.checkov: hack/checkov-requirements.txt | .tools/.debian-packages
+	python3 -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet --disable-pip-version-check -r hack/checkov-requirements.txt
 	@touch $@
 
 generate: .tools/.helm ## Write values.yaml, values.schema.json, chart README and values/ from generator/
@@ -88,7 +93,7 @@ push-image: require-registry $(IMAGE_ARCHIVE) ## Push the hooks image (built fir
 	skopeo copy $(if $(PLAIN_HTTP),--dest-tls-verify=false) oci-archive:$(IMAGE_ARCHIVE) \
 	  docker://$(REGISTRY)/$(HOOKS_IMAGE):$(VERSION)
 
-test: .tools/.helm check ## Check generated files, then run the test suite
+test: .tools/.helm .tools/.checkov check ## Check generated files, then run the test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 image: $(IMAGE_ARCHIVE) ## Build the hooks image into dist/dynamo-offloading-hooks-<version>.oci.tar when its sources changed (Docker, else buildah; make -B image forces it)

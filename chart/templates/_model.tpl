@@ -39,19 +39,24 @@ spec:
     - name: downloader
       image: {{ include "dynamo-offloading.image" .root.Values.image | quote }}
       imagePullPolicy: {{ .root.Values.image.pullPolicy }}
-      {{- include "dynamo-offloading.model.download" (dict "root" .root) | trim | nindent 6 }}
+      {{- include "dynamo-offloading.model.download" (dict "root" .root "env" (list (dict "name" "HOME" "value" "/tmp"))) | trim | nindent 6 }}
       resources:
         {{- toYaml $d.resources | nindent 8 }}
+      # Root: the node's cache is root's, as the worker that reads it runs as root.
       securityContext:
-        {{- include "dynamo-offloading.restrictedSecurityContext" (dict "runAsUser" 0) | trim | nindent 8 }}
+        {{- include "dynamo-offloading.restrictedSecurityContext" (dict "runAsUser" 0 "readOnlyRootFilesystem" true) | trim | nindent 8 }}
       volumeMounts:
         - name: hf-cache
           mountPath: {{ $hfHome }}
+        - name: tmp
+          mountPath: /tmp
   volumes:
     - name: hf-cache
       hostPath:
         path: {{ $hfHome }}
         type: DirectoryOrCreate
+    - name: tmp
+      emptyDir: {}
 {{- end }}
 
 {{/*

@@ -107,8 +107,8 @@ done
 
 {{/*
 The FUSE client container: it detaches what a dead client left at the mountpoint, mounts 3FS there, and
-propagates the mount to the node (Bidirectional needs privileged); its startup probe waits for the mount
-and its liveness follows it. In the worker pod it is a native sidecar (an init container with
+propagates the mount to the node (Bidirectional needs privileged); its startup probe waits for the mount,
+and its readiness and liveness follow it. In the worker pod it is a native sidecar (an init container with
 restartPolicy Always) whose startup probe gates the worker. Context: (dict "root" $ "sidecar" true).
 */}}
 {{- define "dynamo-offloading.threefs.fuseContainer" -}}
@@ -152,6 +152,14 @@ restartPolicy Always) whose startup probe gates the worker. Context: (dict "root
     periodSeconds: 10
     timeoutSeconds: 5
     failureThreshold: 3
+  readinessProbe:
+    exec:
+      command:
+        - /bin/sh
+        - -c
+        - {{ include "dynamo-offloading.threefs.mountIsLive" .root | quote }}
+    periodSeconds: 10
+    timeoutSeconds: 5
   lifecycle:
     preStop:
       exec:
