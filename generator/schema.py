@@ -24,6 +24,30 @@ DEFINITIONS = {
         "description": "description:ID@IP:PORT[,IP:PORT...]",
     },
     "quantity": {"type": ["string", "number"], "pattern": QUANTITY},
+    # TRT-LLM's LlmArgs: the keys the chart reads or that the environments set are typed here; TRT-LLM itself
+    # refuses an unknown key when the worker starts, as its schema is not available offline.
+    "engineConfig": {
+        "type": "object",
+        "properties": {
+            "tensor_parallel_size": {"type": "integer", "minimum": 1},
+            "pipeline_parallel_size": {"type": "integer", "minimum": 1},
+            "context_parallel_size": {"type": "integer", "minimum": 1},
+            "backend": {"type": ["string", "null"]},
+            "max_num_tokens": {"type": ["integer", "null"], "minimum": 1},
+            "max_batch_size": {"type": ["integer", "null"], "minimum": 1},
+            "max_seq_len": {"type": ["integer", "null"], "minimum": 1},
+            "enable_chunked_prefill": {"type": "boolean"},
+            "kv_cache_config": {
+                "type": "object",
+                "properties": {
+                    "free_gpu_memory_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                    "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+                    "enable_block_reuse": {"type": "boolean"},
+                    "enable_partial_reuse": {"type": "boolean"},
+                },
+            },
+        },
+    },
 }
 
 NAMED_TYPES = {
@@ -37,6 +61,7 @@ NAMED_TYPES = {
     "duration": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},
     "stringMap": {"type": "object", "additionalProperties": {"type": "string"}},
     # Stricter than Kubernetes' ResourceRequirements, whose quantities are any string: a typo fails here.
+    "engineConfig": {"$ref": "#/definitions/engineConfig"},
     "resources": {
         "type": "object",
         "additionalProperties": False,

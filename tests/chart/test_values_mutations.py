@@ -12,8 +12,9 @@ from generator.environments import overlay
 from tests.helm import CHART, ENVIRONMENTS, environment_values, render_error
 
 UNKNOWN = "mutationUnknownKey"
-# Maps whose keys are the user's, not the chart's: labels, annotations and selectors, resource names, group names,
-# and TRT-LLM's own engine configuration, which TRT-LLM validates.
+# Maps whose keys are the user's, not the chart's (their values are typed all the same): labels, annotations
+# and selectors, resource names, group names; and TRT-LLM's engine configuration, whose keys beyond those the
+# chart knows TRT-LLM checks at the worker's start (its schema is not available offline).
 FREE_KEYS = {"commonLabels", "podLabels", "podAnnotations", "labels", "annotations", "nodeSelector", "matchLabels",
              "limits", "requests", "groups", "engine", "extraEngineArgs"}
 WRONG = {"wrong": "shape"}  # an object: wrong wherever a scalar or a list belongs
@@ -43,7 +44,8 @@ def set_at(values, path, value):
 
 
 def pointer(path):
-    return "/" + "/".join(str(p) for p in path)
+    """The JSON pointer Helm names a value by (RFC 6901: ~ and / in a key escaped)."""
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
 def unknown_keys(values):
@@ -64,12 +66,10 @@ def wrong_leaves(values):
     """Every leaf (a scalar, an empty list or map, a list of scalars) gets a value of another shape."""
     mutated, paths = copy.deepcopy(values), []
     for path, node in walk(values):
-        if not path or set(path[:-1]) & FREE_KEYS - {"groups"}:
+        if not path:
             continue
         if isinstance(node, dict) and node or isinstance(node, list) and any(isinstance(i, (dict, list)) for i in node):
             continue
-        if path[-1] == "groups":
-            continue  # a map of groups, each of them walked
         if not any(path[:i] in paths for i in range(len(path))):
             paths.append(path)  # not the items of a list of scalars, which is itself a leaf
     for path in paths:
