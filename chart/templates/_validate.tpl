@@ -5,13 +5,13 @@ The rules of one worker group run for each group, and a group's messages start w
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" }}
+{{- range $rule := list "podSecurity" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "infraNames" }}
 {{- $messages = concat $messages (include (printf "dynamo-offloading.validateValues.%s" $rule) $ | splitList "\n" | compact) }}
 {{- end }}
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
 {{- $g := dict }}
 {{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
-{{- range $rule := list "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "startPolicy" }}
+{{- range $rule := list "workerName" "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "startPolicy" }}
 {{- range include (printf "dynamo-offloading.validateValues.%s" $rule) $g | splitList "\n" | compact }}
 {{- $messages = append $messages (ternary (printf "worker.groups.%s: %s" $name .) . (ne $name "")) }}
 {{- end }}
@@ -54,6 +54,29 @@ half-way instead.
 {{- if not (ternary (and $claim $sameSize (eq $class $p.storageClass)) (not $claim) $p.enabled) }}
 {{ $name }}.embedded.persistence: the StatefulSet {{ $sts }} has {{ if $claim }}a data claim of {{ $size }}{{ with $class }} of StorageClass {{ . }}{{ end }}{{ else }}no data claim{{ end }}, and a StatefulSet's volumeClaimTemplates cannot change; keep the values that made it, or delete it but not its pods and claims (kubectl -n {{ $.Release.Namespace }} delete statefulset {{ $sts }} --cascade=orphan) and upgrade again
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The StatefulSet controller labels each pod with <StatefulSet>-<10-character hash>, and a label value holds 63
+characters: a longer name would leave the StatefulSet without pods. Context: (dict "name" "..." "shorten" "...").
+*/}}
+{{- define "dynamo-offloading.validate.statefulSetName" -}}
+{{- if gt (len .name) 52 }}
+StatefulSet {{ .name }}: {{ len .name }} characters, and a StatefulSet's pods need a name of at most 52; shorten {{ .shorten }}
+{{- end }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.workerName" -}}
+{{- $shorten := printf "the release name or fullnameOverride%s" (ternary "" (printf ", or the group name %s" .Group.name) (eq .Group.name "")) }}
+{{- include "dynamo-offloading.validate.statefulSetName" (dict "name" (include "dynamo-offloading.worker.fullname" .) "shorten" $shorten) }}
+{{- end }}
+
+{{- define "dynamo-offloading.validateValues.infraNames" -}}
+{{- range $name := list "etcd" "nats" }}
+{{- if (get (get $.Values $name) "embedded").enabled }}
+{{ include "dynamo-offloading.validate.statefulSetName" (dict "name" (include "dynamo-offloading.component.fullname" (dict "root" $ "component" $name)) "shorten" "the release name or fullnameOverride") }}
 {{- end }}
 {{- end }}
 {{- end }}
