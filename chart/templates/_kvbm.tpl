@@ -117,6 +117,17 @@ rm -f "$DYN_KVBM_DISK_CACHE_DIR"/dynamo-kvbm-disk-cache-*
 {{- end }}
 
 {{/*
+"true" when any worker group serves KVBM's metrics, else "": the Service and the PodMonitor name the port then.
+*/}}
+{{- define "dynamo-offloading.kvbm.anyMetrics" -}}
+{{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
+{{- $g := dict }}
+{{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
+{{- if $g.Values.kvbm.metrics.enabled }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Bytes of disk tier that the release's workers on 3FS hold once their files are written: every group's
 replicas x kvbm.diskCacheGB. They share one filesystem, whatever node they run on.
 */}}
@@ -141,7 +152,8 @@ that holds only the caches, optimistic on one shared with other data).
 */}}
 {{- define "dynamo-offloading.kvbm.checkDiskRoom" -}}
 {{- $own := printf "%.0f" (mulf (include "dynamo-offloading.kvbm.gb" .Values.kvbm.diskCacheGB | float64) 1e9) }}
-stat -f -c '%S %b %f %a' "$DYN_KVBM_DISK_CACHE_DIR" | awk -v own={{ $own }} -v all={{ include "dynamo-offloading.kvbm.sharedDiskBytes" . }} -v dir="$DYN_KVBM_DISK_CACHE_DIR" '{
+room="$(stat -f -c '%S %b %f %a' "$DYN_KVBM_DISK_CACHE_DIR")"
+printf '%s\n' "$room" | awk -v own={{ $own }} -v all={{ include "dynamo-offloading.kvbm.sharedDiskBytes" . }} -v dir="$DYN_KVBM_DISK_CACHE_DIR" '{
   used = ($2 - $3) * $1; others = all - own; held = (used < others) ? used : others
   need = all - held; avail = $4 * $1
   if (avail < need) {

@@ -11,7 +11,7 @@ The rules of one worker group run for each group, and a group's messages start w
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
 {{- $g := dict }}
 {{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
-{{- range $rule := list "workerName" "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "startPolicy" }}
+{{- range $rule := list "workerName" "snapshot" "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "startPolicy" }}
 {{- range include (printf "dynamo-offloading.validateValues.%s" $rule) $g | splitList "\n" | compact }}
 {{- $messages = append $messages (ternary (printf "worker.groups.%s: %s" $name .) . (ne $name "")) }}
 {{- end }}
@@ -73,6 +73,18 @@ StatefulSet {{ .name }}: {{ len .name }} characters, and a StatefulSet's pods ne
 {{- include "dynamo-offloading.validate.statefulSetName" (dict "name" (include "dynamo-offloading.worker.fullname" .) "shorten" $shorten) }}
 {{- end }}
 
+{{/*
+A snapshot hash belongs to one repo: a group that serves another model than worker.model.repoId must not
+inherit worker.model.snapshot.
+*/}}
+{{- define "dynamo-offloading.validateValues.snapshot" -}}
+{{- $root := .Group.root.Values.worker.model }}
+{{- $own := dig "model" dict (get (.Group.root.Values.worker.groups | default dict) .Group.name | default dict) }}
+{{- if and $root.snapshot (ne .Values.worker.model.repoId $root.repoId) (not (hasKey $own "snapshot")) }}
+worker.model.snapshot: {{ $root.snapshot }} is a snapshot of {{ $root.repoId }}, not of {{ .Values.worker.model.repoId }}; set worker.groups.{{ .Group.name }}.model.snapshot (or "" to resolve its revision on the node)
+{{- end }}
+{{- end }}
+
 {{- define "dynamo-offloading.validateValues.infraNames" -}}
 {{- range $name := list "etcd" "nats" }}
 {{- if (get (get $.Values $name) "embedded").enabled }}
@@ -95,16 +107,12 @@ worker.podManagementPolicy: the StatefulSet {{ $sts }} starts its workers {{ $po
 {{- end }}
 
 {{/*
-Host-network workers and the pre-install Job beside them reach an embedded etcd or NATS from their nodes'
-addresses, which only networkPolicy.nodeCIDRs can admit.
+Host-network workers stream their responses back to the frontend, and with the pre-install Job beside them
+reach an embedded etcd or NATS, from their nodes' addresses, which only networkPolicy.nodeCIDRs can admit.
 */}}
 {{- define "dynamo-offloading.validateValues.networkPolicy" -}}
-{{- $embedded := list }}
-{{- range $name := list "etcd" "nats" }}
-{{- if (get (get $.Values $name) "embedded").enabled }}{{ $embedded = append $embedded $name }}{{ end }}
-{{- end }}
-{{- if and .Values.networkPolicy.enabled .Values.worker.hostNetwork $embedded (not .Values.networkPolicy.nodeCIDRs) }}
-networkPolicy.nodeCIDRs: required with networkPolicy.enabled, worker.hostNetwork and the embedded {{ join " and " $embedded }}: host-network pods are not matched by pod selectors, so list the worker nodes' addresses, e.g. --set networkPolicy.nodeCIDRs={10.0.0.0/16}
+{{- if and .Values.networkPolicy.enabled .Values.worker.hostNetwork (not .Values.networkPolicy.nodeCIDRs) }}
+networkPolicy.nodeCIDRs: required with networkPolicy.enabled and worker.hostNetwork: host-network pods are not matched by pod selectors, and the workers connect to the frontend (and to an embedded etcd and NATS) from their nodes' addresses; list them, e.g. --set networkPolicy.nodeCIDRs={10.0.0.0/16}
 {{- end }}
 {{- end }}
 
@@ -227,6 +235,9 @@ The ports of one group's plan, which share one network (the node's with hostNetw
 {{- define "dynamo-offloading.validateValues.ports" -}}
 {{- $byPort := dict }}
 {{- range $port, $entry := include "dynamo-offloading.worker.portPlan" . | fromJson }}
+{{- if gt (first $entry | int) 65535 }}
+{{ last $entry }}: gives port {{ first $entry | int }} with worker.portOffset {{ $.Values.worker.portOffset }}, above 65535; lower it or the offset
+{{- end }}
 {{- $key := toString (first $entry | int) }}
 {{- $_ := set $byPort $key (append (get $byPort $key | default list) (last $entry)) }}
 {{- end }}

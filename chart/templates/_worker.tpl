@@ -35,6 +35,19 @@ pins it to by kubernetes.io/hostname. A JSON list, empty when they are not known
 {{- end }}
 
 {{/*
+worker.affinity, with a node affinity to worker.nodes when it has none of its own: YAML of an Affinity,
+shared by the worker pods and the pre-install Job that stands where they stand.
+*/}}
+{{- define "dynamo-offloading.worker.nodeAffinity" -}}
+{{- $affinity := deepCopy (.Values.worker.affinity | default dict) }}
+{{- if and .Values.worker.nodes (not (hasKey $affinity "nodeAffinity")) }}
+{{- $term := dict "matchExpressions" (list (dict "key" "kubernetes.io/hostname" "operator" "In" "values" .Values.worker.nodes)) }}
+{{- $_ := set $affinity "nodeAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (dict "nodeSelectorTerms" (list $term))) }}
+{{- end }}
+{{- if $affinity }}{{ toYaml $affinity }}{{ end }}
+{{- end }}
+
+{{/*
 The nodes a group's workers may run on, for the post-delete cleanup: worker.nodes (or the hostname
 nodeSelector), else the nodes that match worker.nodeSelector when the release is installed or upgraded
 (a lookup: a node added later is covered from the next upgrade on; none under helm template). A JSON list.

@@ -63,5 +63,5 @@ def test_notes_ask_to_pin_the_snapshot_the_frontend_downloads(snapshot):
     args = ["install", "dynamo", str(CHART), "--dry-run=client", "-f", str(ROOT / "values/ipoib.yaml"),
             "--set", f"worker.model.snapshot={snapshot}"]
     notes = helm(4, *args).stdout.split("NOTES:")[1]
-    assert ("Pin worker.model.snapshot." in notes) == (not snapshot)
+    assert ("Pin worker.model.snapshot (Qwen/Qwen3-8B at main)." in notes) == (not snapshot)
     assert "logs deploy/dynamo-dynamo-offloading-frontend -c model-files" in notes

@@ -21,10 +21,27 @@ def test_the_frontend_is_reachable_only_on_its_port_from_the_named_peers():
     spec = policies(STANDALONE, ON)["frontend"]
     assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "frontend"
     assert spec["policyTypes"] == ["Ingress"], "its egress cannot be stated: workers on kernel-chosen ports"
-    assert spec["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
-    gateway = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}]
-    spec = policies(STANDALONE, ON, {"networkPolicy": {"frontend": {"from": gateway}}})["frontend"]
-    assert spec["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}], "from": gateway}]
+    http, responses = spec["ingress"]
+    assert http == {"ports": [{"port": 8000, "protocol": "TCP"}]}
+    gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+    http, _ = policies(STANDALONE, ON, {"networkPolicy": {"frontend": {"from": [gateway]}}})["frontend"]["ingress"]
+    test_pod = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dynamo-offloading",
+                                                "app.kubernetes.io/instance": "dynamo",
+                                                "app.kubernetes.io/component": "test-chat-completion"}}}
+    assert http == {"ports": [{"port": 8000, "protocol": "TCP"}], "from": [gateway, test_pod]}, "helm test too"
+
+
+def test_the_workers_reach_the_frontend_for_their_response_streams():
+    """Dynamo's workers connect back to the frontend to stream each response (the TCP request plane's
+    call-home), on a port the kernel picks: any port, from the worker pods and, on the host network, nodes."""
+    worker_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dynamo-offloading",
+                                                   "app.kubernetes.io/instance": "dynamo",
+                                                   "app.kubernetes.io/component": "worker"}}}
+    _, responses = policies(STANDALONE, ON)["frontend"]["ingress"]
+    assert responses == {"from": [worker_pods]}
+    values = {"networkPolicy": {"enabled": True, "nodeCIDRs": ["10.0.0.0/16"]}}
+    _, responses = policies(environment_values("ipoib"), values)["frontend"]["ingress"]
+    assert responses == {"from": [worker_pods, {"ipBlock": {"cidr": "10.0.0.0/16"}}]}
 
 
 def test_embedded_etcd_and_nats_admit_the_release_and_the_worker_nodes():
@@ -41,4 +58,5 @@ def test_embedded_etcd_and_nats_admit_the_release_and_the_worker_nodes():
 
 
 def test_external_etcd_and_nats_get_no_policy():
-    assert set(policies(environment_values("ipoib"), ON)) == {"frontend"}
+    assert set(policies(environment_values("ipoib"), ON, {"networkPolicy": {"nodeCIDRs": ["10.0.0.0/16"]}})) == \
+        {"frontend"}

@@ -162,3 +162,23 @@ def test_without_groups_the_objects_keep_their_names():
     assert [c["metadata"]["name"] for c in find(objects, "ConfigMap", "engine-config")] == [f"{PREFIX}-engine-config"]
     selector = workers(objects)[f"{PREFIX}-worker"]["spec"]["selector"]["matchLabels"]
     assert "dynamo-offloading/worker-group" not in selector
+
+
+def test_kvbm_metrics_of_one_group_reach_the_service_and_the_pod_monitor():
+    values = {"kvbm": {"metrics": {"enabled": False}}, "metrics": {"podMonitor": {"enabled": True}},
+              "worker": {"groups": {"qwen3-8b": {"kvbm": {"metrics": {"enabled": True}}}}}}
+    objects = render(SCALE_OUT, values)
+    service = find(objects, "Service", "worker")[0]
+    assert "kvbm-metrics" in [p["targetPort"] for p in service["spec"]["ports"]]
+    monitor = find(objects, "PodMonitor", "worker")[0]
+    assert "kvbm-metrics" in [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]]
+    off = render(SCALE_OUT, {"kvbm": {"metrics": {"enabled": False}}})
+    assert "kvbm-metrics" not in [p["targetPort"] for p in find(off, "Service", "worker")[0]["spec"]["ports"]]
+
+
+def test_the_pre_install_job_stands_on_a_node_of_the_first_group():
+    job = find(render(SCALE_OUT), "Job", "pre-install")[0]
+    terms = pod_spec(job)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    first = SCALE_OUT["worker"]["groups"][sorted(SCALE_OUT["worker"]["groups"])[0]]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == first["nodes"]
+    assert pod_spec(job)["hostNetwork"] is True
