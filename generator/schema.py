@@ -60,8 +60,8 @@ NAMED_TYPES = {
     "registryOrEmpty": {"type": "string", "pattern": r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)?$"},
     "duration": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},
     "stringMap": {"type": "object", "additionalProperties": {"type": "string"}},
-    # Stricter than Kubernetes' ResourceRequirements, whose quantities are any string: a typo fails here.
     "engineConfig": {"$ref": "#/definitions/engineConfig"},
+    # Stricter than Kubernetes' ResourceRequirements, whose quantities are any string: a typo fails here.
     "resources": {
         "type": "object",
         "additionalProperties": False,
@@ -93,9 +93,7 @@ def param_schema(param, definitions, k8s_version):
     else:
         schema = {"type": next(name for kind, name in JSON_TYPES if isinstance(param.default, kind))}
     schema.update(param.schema)
-    if param.k8s:
-        pass
-    elif "type" not in schema and "$ref" not in schema:
+    if "type" not in schema and "$ref" not in schema:
         raise ValueError(f"{param.name}: a null default needs a _schema type")
     if param.doc:
         schema["description"] = param.doc

@@ -135,29 +135,18 @@ restartPolicy Always) whose startup probe gates the worker. Context: (dict "root
     runAsUser: 0
   resources:
     {{- toYaml $t.fuse.resources | nindent 4 }}
+  {{- $check := dict "exec" (dict "command" (list "/bin/sh" "-c" (include "dynamo-offloading.threefs.mountIsLive" .root))) }}
   startupProbe:
-    exec:
-      command:
-        - /bin/sh
-        - -c
-        - {{ include "dynamo-offloading.threefs.mountIsLive" .root | quote }}
+    {{- toYaml $check | nindent 4 }}
     timeoutSeconds: 5
     {{- include "dynamo-offloading.probeBudget" (dict "seconds" $t.fuse.mountTimeoutSeconds "period" 5) | nindent 4 }}
   livenessProbe:
-    exec:
-      command:
-        - /bin/sh
-        - -c
-        - {{ include "dynamo-offloading.threefs.mountIsLive" .root | quote }}
+    {{- toYaml $check | nindent 4 }}
     periodSeconds: 10
     timeoutSeconds: 5
     failureThreshold: 3
   readinessProbe:
-    exec:
-      command:
-        - /bin/sh
-        - -c
-        - {{ include "dynamo-offloading.threefs.mountIsLive" .root | quote }}
+    {{- toYaml $check | nindent 4 }}
     periodSeconds: 10
     timeoutSeconds: 5
   lifecycle:
