@@ -181,6 +181,19 @@ def namespaced_resources():
     return [r for r in out.split() if r not in ("events", "events.events.k8s.io")]
 
 
+def component_selector(release, component=None):
+    """The label selector of a release's objects, or of one component's."""
+    return f"app.kubernetes.io/instance={release}" + (f",app.kubernetes.io/component={component}" if component else "")
+
+
+def release_pods(namespace, release, component=None):
+    return core().list_namespaced_pod(namespace, label_selector=component_selector(release, component)).items
+
+
+def pod_ready(pod):
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
 def objects_of(release, namespace):
     """"kind/name" of every object in `namespace` that belongs to `release`: by its instance label, or by
     a name that starts with the release name (objects Helm or a controller made without labels)."""

@@ -3,13 +3,12 @@ an unknown key in every object and a wrong-shaped value at every leaf, is refuse
 each at its own path. The mutations are applied all at once per kind, and each must be named in the errors."""
 
 import copy
-import functools
 
 import pytest
-import yaml
 
 from generator.environments import overlay
-from tests.helm import CHART, ENVIRONMENTS, environment_values, render_error
+from testbed.helm import chart_defaults
+from tests.helm import ENVIRONMENTS, environment_values, render_error
 
 UNKNOWN = "mutationUnknownKey"
 # Maps whose keys are the user's, not the chart's (their values are typed all the same): labels, annotations
@@ -18,11 +17,6 @@ UNKNOWN = "mutationUnknownKey"
 FREE_KEYS = {"commonLabels", "podLabels", "podAnnotations", "labels", "annotations", "nodeSelector", "matchLabels",
              "limits", "requests", "groups", "engine", "extraEngineArgs"}
 WRONG = {"wrong": "shape"}  # an object: wrong wherever a scalar or a list belongs
-
-
-@functools.cache
-def defaults():
-    return yaml.safe_load((CHART / "values.yaml").read_text())
 
 
 def walk(node, path=()):
@@ -37,10 +31,7 @@ def walk(node, path=()):
 
 
 def set_at(values, path, value):
-    node = values
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
+    values_at(values, path[:-1])[path[-1]] = value
 
 
 def pointer(path):
@@ -55,10 +46,7 @@ def unknown_keys(values):
         if isinstance(node, dict) and path and not (set(path) & FREE_KEYS):
             paths.append(path)
     for path in paths:
-        node = mutated
-        for key in path:
-            node = node[key]
-        node[UNKNOWN] = 1
+        values_at(mutated, path)[UNKNOWN] = 1
     return mutated, paths
 
 
@@ -91,7 +79,7 @@ def errors_named(message):
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 @pytest.mark.parametrize("mutation", [unknown_keys, wrong_leaves])
 def test_every_mutation_is_refused_at_its_path(env, mutation, helm_major):
-    values = overlay(defaults(), environment_values(env))
+    values = overlay(chart_defaults(), environment_values(env))
     mutated, paths = mutation(values)
     assert len(paths) > 50, "the walk reached the values"
     named = errors_named(render_error(mutated, major=helm_major))

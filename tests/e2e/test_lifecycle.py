@@ -13,12 +13,8 @@ from tests.helm import ENVIRONMENTS, environment_values
 RELEASE = "dynamo"
 
 
-def release_pods(namespace, release=RELEASE):
-    return cluster.core().list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={release}").items
-
-
-def ready(pod):
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+def release_pods(namespace):
+    return cluster.release_pods(namespace, RELEASE)
 
 
 def last_run(major, namespace, hook, release=RELEASE):
@@ -36,7 +32,7 @@ def manifest_objects(major, namespace, release=RELEASE):
 def worker_sets(namespace):
     """The release's worker StatefulSets (one per group) by name, each with its worker container's env."""
     sets = client.AppsV1Api(cluster.api()).list_namespaced_stateful_set(
-        namespace, label_selector=f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=worker").items
+        namespace, label_selector=cluster.component_selector(RELEASE, "worker")).items
     assert sets
     return {s.metadata.name: ({e.name: e.value for e in next(c for c in s.spec.template.spec.containers
                                                               if c.name == "worker").env}, s) for s in sets}
@@ -62,7 +58,7 @@ def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, see
         where = ["-n", obj["metadata"].get("namespace", namespace)]
         assert cluster.kubectl("get", obj["kind"], obj["metadata"]["name"], *where, check=False).returncode == 0, obj
     pods = release_pods(namespace)
-    assert pods and all(ready(p) for p in pods if p.status.phase != "Succeeded"), \
+    assert pods and all(cluster.pod_ready(p) for p in pods if p.status.phase != "Succeeded"), \
         [(p.metadata.name, p.status.phase) for p in pods]
     pre_install = f"{RELEASE}-dynamo-offloading-pre-install"
     phase, installed_at = last_run(helm_major, namespace, pre_install)
@@ -81,7 +77,7 @@ def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, see
     assert second.revision == 2
     sets_after = worker_sets(namespace)
     assert sets_after.keys() == sets_before.keys()
-    workers = [p for p in release_pods(namespace) if p.metadata.labels["app.kubernetes.io/component"] == "worker"]
+    workers = cluster.release_pods(namespace, RELEASE, "worker")
     for name, (env_after, sts_after) in sets_after.items():
         env_before, sts_before = sets_before[name]
         assert (env_before["DYN_KVBM_CPU_CACHE_GB"], env_after["DYN_KVBM_CPU_CACHE_GB"]) == \
@@ -102,8 +98,7 @@ def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, see
     # helm test: passes, and leaves no Pod behind.
     done = cluster.helm(helm_major, "test", RELEASE, "-n", namespace, "--timeout", "2m")
     assert "Phase:          Succeeded" in done.stdout or "Phase: Succeeded" in " ".join(done.stdout.split())
-    cluster.wait_until(lambda: not [p for p in release_pods(namespace)
-                                    if p.metadata.labels["app.kubernetes.io/component"] == "test-chat-completion"],
+    cluster.wait_until(lambda: not cluster.release_pods(namespace, RELEASE, "test-chat-completion"),
                        "the test Pod's deletion")
 
     # rollback to the first revision: the first values again.

@@ -15,15 +15,11 @@ from tests.helm import environment_values
 
 RELEASE = "dynamo"
 GROUP_LABEL = "dynamo-offloading/worker-group"
-WORKERS = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=worker"
+WORKERS = cluster.component_selector(RELEASE, "worker")
 
 
 def worker_pods(namespace):
-    return cluster.core().list_namespaced_pod(namespace, label_selector=WORKERS).items
-
-
-def ready(pod):
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    return cluster.release_pods(namespace, RELEASE, "worker")
 
 
 class WorkerWatch:
@@ -64,7 +60,7 @@ class WorkerWatch:
         for pod in self.pods.values():
             group = pod.metadata.labels[GROUP_LABEL]
             if pod.metadata.deletion_timestamp is None:
-                (serving if ready(pod) else starting)[group] += 1
+                (serving if cluster.pod_ready(pod) else starting)[group] += 1
         for group in self.replicas:
             self.starting[group] = max(self.starting[group], starting[group])
             self.unavailable[group] = max(self.unavailable[group], self.replicas[group] - serving[group])
@@ -93,7 +89,7 @@ def test_scale_out_places_rolls_and_refuses(helm_major, namespace, seed_services
         cluster.install(helm_major, RELEASE, namespace, values, cluster.CLUSTER_VALUES)
     pods = worker_pods(namespace)
     assert len(pods) == sum(replicas.values()) >= 8
-    assert all(p.status.phase == "Running" and ready(p) for p in pods), [(p.metadata.name, p.status.phase)
+    assert all(p.status.phase == "Running" and cluster.pod_ready(p) for p in pods), [(p.metadata.name, p.status.phase)
                                                                           for p in pods]
     on_node = collections.defaultdict(list)
     for pod in pods:
@@ -159,4 +155,5 @@ def test_ordered_ready_starts_one_worker_of_a_group_at_a_time(namespace, seed_se
         cluster.install(4, RELEASE, namespace, values, cluster.CLUSTER_VALUES,
                         {"worker": {"podManagementPolicy": "OrderedReady"}})
     assert dict(install.starting) == {name: 1 for name in replicas}
-    assert all(ready(p) for p in worker_pods(namespace)) and len(worker_pods(namespace)) == sum(replicas.values())
+    pods = worker_pods(namespace)
+    assert all(cluster.pod_ready(p) for p in pods) and len(pods) == sum(replicas.values())
