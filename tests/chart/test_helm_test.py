@@ -36,16 +36,24 @@ def test_request_ends_before_helm_gives_up():
 
 
 class Frontend(http.server.BaseHTTPRequestHandler):
-    """A loopback stand-in for the frontend that serves only the models in `served`."""
+    """A loopback stand-in for the frontend that serves only the models in `served`; a stream ends with
+    `data: [DONE]` unless `truncated`."""
 
     served = ()
     asked = []
+    truncated = False
 
     def do_POST(self):
-        model = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["model"]
-        self.asked.append(model)
-        ok = model in self.served
-        body = json.dumps({"choices": [{"message": {"content": "hello"}}]} if ok else {"error": "no such model"})
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.asked.append((request["model"], bool(request.get("stream"))))
+        ok = request["model"] in self.served
+        if not ok:
+            body = json.dumps({"error": "no such model"})
+        elif request.get("stream"):
+            chunk = json.dumps({"choices": [{"delta": {"content": "hello"}}]})
+            body = f"data: {chunk}\r\n\r\n" + ("" if self.truncated else "data: [DONE]\r\n\r\n")
+        else:
+            body = json.dumps({"choices": [{"message": {"content": "hello"}}]})
         self.send_response(200 if ok else 404)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -55,11 +63,14 @@ class Frontend(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("served,passes", [(("Qwen/Qwen3-8B", "Qwen/Qwen3-32B"), True), (("Qwen/Qwen3-8B",), False)])
-def test_every_groups_model_gets_a_completion(served, passes):
+@pytest.mark.parametrize("served,truncated,passes", [
+    (("Qwen/Qwen3-8B", "Qwen/Qwen3-32B"), False, True),
+    (("Qwen/Qwen3-8B",), False, False),
+    (("Qwen/Qwen3-8B", "Qwen/Qwen3-32B"), True, False)])
+def test_every_groups_model_gets_a_completion_and_a_whole_stream(served, truncated, passes):
     script = container(one(render(environment_values("scale-out")), "Pod", "test-chat-completion"),
                        "chat-completion")["args"][0]
-    Frontend.served, Frontend.asked = served, []
+    Frontend.served, Frontend.asked, Frontend.truncated = served, [], truncated
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Frontend)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -69,7 +80,9 @@ def test_every_groups_model_gets_a_completion(served, passes):
         server.shutdown()
     assert (done.returncode == 0) is passes, done.stdout + done.stderr
     if passes:
-        assert sorted(Frontend.asked) == sorted(served)
-        assert "chat completion OK: Qwen/Qwen3-32B" in done.stdout
+        assert sorted(Frontend.asked) == sorted((model, stream) for model in served for stream in (False, True))
+        assert "streamed chat completion OK: Qwen/Qwen3-32B" in done.stdout
+    elif truncated:
+        assert "the stream did not end with data: [DONE]" in done.stdout
     else:
         assert "expected HTTP 200" in done.stdout
