@@ -132,6 +132,12 @@ def add_endpoint_slice(namespace, service, endpoints, ports, address_type="IPv4"
         ports=None if ports is None else [client.DiscoveryV1EndpointPort(name=n, port=p) for n, p in ports]))
 
 
+def publish(service, address, port_name, port, namespace=SEED_NAMESPACE):
+    """The Service's only serving endpoint (a test host's address), as an EndpointSlice of the tests' own."""
+    delete_endpoint_slices(namespace, service)
+    add_endpoint_slice(namespace, service, [endpoint(address)], [(port_name, port)])
+
+
 def delete_endpoint_slices(namespace, service):
     """The EndpointSlices of `service` that tests wrote."""
     client.DiscoveryV1Api(api()).delete_collection_namespaced_endpoint_slice(

@@ -112,6 +112,12 @@ def serve(mountpoint, fsname, subtype, mode="ro"):
             self.attrs.pop(path)
             self.data.pop(path)
 
+        def statfs(self, path):
+            """A large, empty filesystem (1 PiB in 4 KiB blocks), as a 3FS cluster's would look."""
+            blocks = 2 ** 38
+            return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": blocks, "f_bavail": blocks,
+                    "f_files": 2 ** 32, "f_ffree": 2 ** 32, "f_namemax": 255}
+
     fuse.FUSE(InMemory(), mountpoint, foreground=True, nothreads=True, ro=(mode == "ro"), fsname=fsname,
               subtype=subtype)
 

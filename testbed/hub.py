@@ -1,5 +1,5 @@
-"""A FAKE Hugging Face Hub for tests: plain http.server in a thread, one model repository at one commit, made of
-the files of a local directory. Point huggingface_hub at it with HF_ENDPOINT=<hub.url>.
+"""A FAKE Hugging Face Hub for tests: plain http.server in a thread, model repositories at one commit, each made
+of the files of one local directory. Point huggingface_hub at it with HF_ENDPOINT=<hub.url>.
 
 It speaks the part of the Hub's HTTP API that huggingface_hub (1.16) uses to download a model, with the
 headers and error codes it reads:
@@ -19,7 +19,7 @@ snapshot_download would list through it, is refused), authentication, Range requ
 the whole file again), several revisions, compression, or uploads. The directory is read when the server
 starts: its files must not change while it serves them.
 
-    with hub_server(files_dir, repo_id="Qwen/Qwen3-8B") as hub:
+    with hub_server(files_dir, repo_ids=("Qwen/Qwen3-8B",)) as hub:
         env["HF_ENDPOINT"] = hub.url  # hub.commit is the commit, hub.requests the paths asked for
 """
 
@@ -49,15 +49,15 @@ def git_blob_id(data):
 @dataclasses.dataclass
 class Hub:
     url: str  # the HF_ENDPOINT value
-    repo_id: str
+    repo_ids: tuple
     revision: str
     commit: str  # 40 hex digits, derived from the files' names and content
     files: dict  # repository path -> (local path, size, git blob id)
     requests: list = dataclasses.field(default_factory=list)  # paths asked for, unquoted, in order
     downloaded: list = dataclasses.field(default_factory=list)  # repository paths whose content was sent
 
-    def revision_info(self):
-        return {"id": self.repo_id, "modelId": self.repo_id, "sha": self.commit, "private": False, "gated": False,
+    def revision_info(self, repo_id):
+        return {"id": repo_id, "modelId": repo_id, "sha": self.commit, "private": False, "gated": False,
                 "disabled": False, "siblings": [{"rfilename": name} for name in self.files]}
 
 
@@ -99,7 +99,7 @@ def _handler(hub):
 
         def known(self, repo, revision, send_body):
             """Whether the repository and revision are the hub's; answers the error otherwise."""
-            if repo != hub.repo_id:
+            if repo not in hub.repo_ids:
                 self.error(404, "RepoNotFound", "Repository not found", send_body)
             elif revision not in (hub.revision, hub.commit):
                 self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}", send_body)
@@ -108,9 +108,9 @@ def _handler(hub):
             return False
 
         def revision_api(self, match, send_body):
-            revision = urllib.parse.unquote(match["revision"] or "main")
-            if self.known(urllib.parse.unquote(match["repo"]), revision, send_body):
-                body = json.dumps(hub.revision_info()).encode()
+            repo, revision = urllib.parse.unquote(match["repo"]), urllib.parse.unquote(match["revision"] or "main")
+            if self.known(repo, revision, send_body):
+                body = json.dumps(hub.revision_info(repo)).encode()
                 self.send(200, {"Content-Type": "application/json"}, body, send_body)
 
         def resolve(self, match, send_body):
@@ -154,15 +154,15 @@ def _handler(hub):
 
 
 @contextlib.contextmanager
-def hub_server(files_dir, repo_id="Qwen/Qwen3-8B", revision="main", host="127.0.0.1", port=0):
-    """Serve the files of `files_dir` as `repo_id` at `revision` on host:port (0: a free port); yields a Hub,
+def hub_server(files_dir, repo_ids=("Qwen/Qwen3-8B",), revision="main", host="127.0.0.1", port=0):
+    """Serve the files of `files_dir` as each of `repo_ids` at `revision` on host:port (0: a free port); yields a Hub,
     and stops the server on exit."""
     files = read_files(files_dir)
     if not files:
         raise ValueError(f"{files_dir} holds no files")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type("HubServer", (http.server.ThreadingHTTPServer,), {"address_family": family})
-    hub = Hub("", repo_id, revision, commit_of(files), files)
+    hub = Hub("", tuple(repo_ids), revision, commit_of(files), files)
     server = server_class((host, port), _handler(hub))
     server.daemon_threads = True
     bound = server.server_address[1]

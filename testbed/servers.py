@@ -184,7 +184,7 @@ def etcd_member(directory, name="default", tls=None, client_port=None, peer_port
                 host="127.0.0.1", prefix=()):
     """Start one etcd 3.4 member without waiting for it (members of a cluster wait for each other).
     `tls` (Certs) serves clients over HTTPS and requires a client certificate; peers stay plain HTTP.
-    `host` is the address it listens on, `prefix` what runs it (e.g. ip netns exec NAME)."""
+    `host` is the address it listens on, `prefix` what runs it (e.g. nsenter into a test host)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     client_port = client_port or free_port()
@@ -211,9 +211,9 @@ def etcd_member(directory, name="default", tls=None, client_port=None, peer_port
 
 
 @contextlib.contextmanager
-def etcd_server(directory, tls=None, name="default", host="127.0.0.1", prefix=()):
+def etcd_server(directory, tls=None, name="default", host="127.0.0.1", prefix=(), client_port=None):
     """A single-member etcd, healthy when the context is entered, stopped when it ends."""
-    server = etcd_member(directory, name=name, tls=tls, host=host, prefix=prefix)
+    server = etcd_member(directory, name=name, tls=tls, host=host, prefix=prefix, client_port=client_port)
     try:
         server.wait_ready()
         yield server
@@ -278,13 +278,14 @@ def _conf(value):
 
 @contextlib.contextmanager
 def nats_server(directory, jetstream=True, user=None, password=None, tls=None, handshake_first=False, extra="",
-                host="127.0.0.1", prefix=()):
+                host="127.0.0.1", prefix=(), port=None):
     """A nats-server configured by a file in `directory`, accepting clients when the context is entered.
     `tls` (Certs) requires TLS with a client certificate; `extra` is appended to the configuration; `host` is
-    the address it listens on, `prefix` what runs it (e.g. ip netns exec NAME)."""
+    the address it listens on, `prefix` what runs it (e.g. nsenter into a test host), `port` its port (a free
+    one by default)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     lines = [f"listen: {host}:{port}", f"server_name: test-{port}"]
     if jetstream:
         lines.append(f"jetstream {{ store_dir: {_conf(directory / f'js-{port}')}, "

@@ -164,13 +164,14 @@ def parse_request(data, checksum):
 
 
 class ThreeFSPeer:
-    """`with ThreeFSPeer("primary", cluster_id="c1") as peer:` listens on 127.0.0.1:`peer.port` until the block ends.
+    """`with ThreeFSPeer("primary", cluster_id="c1") as peer:` listens on `host` (127.0.0.1 by default):`peer.port`
+    until the block ends.
 
     `requests` holds every decoded request, `errors` every request that failed validation, `connections` the number
     of accepted connections.
     """
 
-    def __init__(self, mode="primary", cluster_id="test-cluster", node=None):
+    def __init__(self, mode="primary", cluster_id="test-cluster", node=None, host="127.0.0.1"):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}, expected one of {MODES}")
         self.mode = mode
@@ -182,12 +183,13 @@ class ThreeFSPeer:
         self._lock = threading.Lock()
         self._listener = None
         self.port = None
+        self.host = host
 
     def address(self, scheme="TCP"):
-        return f"{scheme}://127.0.0.1:{self.port}"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def __enter__(self):
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((self.host, 0))
         self._listener.settimeout(0.05)
         self.port = self._listener.getsockname()[1]
         self._spawn(self._accept_loop)

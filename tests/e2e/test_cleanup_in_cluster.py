@@ -1,4 +1,4 @@
-"""The post-delete hook executed for real inside the cluster (tests/e2e/runner.py runs its pods): at
+"""The post-delete hook executed for real inside the cluster (testbed/runner.py runs its pods): at
 `helm uninstall` the coordinator, with its own token and RBAC, creates a cleanup Job per worker node, the
 runner executes each on its node's directory, and real FUSE mounts on this host are detached through the
 Job's Bidirectional hostPath volume."""
@@ -11,7 +11,7 @@ import pytest
 from testbed import cluster
 from testbed.fusefs import FILE_DATA, FILE_NAME, FuseServer, mounted_at
 from testbed.helm import chart_defaults
-from tests.e2e.runner import LABEL, PodRunner
+from testbed.runner import LABEL, PodRunner
 from tests.helm import environment_values
 
 RELEASE = "dynamo"

@@ -1,5 +1,5 @@
 """The pre-install/pre-upgrade hook and the worker's resolve sidecar executed for real inside the cluster
-(tests/e2e/runner.py runs their pods): their own ServiceAccount tokens and RBAC against the API server, the
+(testbed/runner.py runs their pods): their own ServiceAccount tokens and RBAC against the API server, the
 seed's Services resolved through their EndpointSlices to real etcd and NATS servers in a network namespace
 of the test, a 3FS mgmtd wire-format peer on loopback, and Helm waiting for the true verdict."""
 
@@ -9,9 +9,9 @@ import pyhelm3
 import pytest
 
 from testbed import cluster, servers
+from testbed.netns import network_host
+from testbed.runner import LABEL, PodRunner
 from testbed.threefs_peer import ThreeFSPeer
-from tests.e2e.netns import network_host
-from tests.e2e.runner import LABEL, PodRunner
 from tests.helm import environment_values
 
 RELEASE = "dynamo"
@@ -28,12 +28,6 @@ def peers(seed_services, tmp_path_factory):
             servers.etcd_server(directory / "etcd", host=host.address, prefix=host.prefix) as etcd, \
             servers.nats_server(directory / "nats", host=host.address, prefix=host.prefix) as nats:
         yield host, etcd, nats
-
-
-def publish(service, address, port_name, port):
-    """The Service's only serving endpoint, as an EndpointSlice of the test's own."""
-    cluster.delete_endpoint_slices(cluster.SEED_NAMESPACE, service)
-    cluster.add_endpoint_slice(cluster.SEED_NAMESPACE, service, [cluster.endpoint(address)], [(port_name, port)])
 
 
 def seed_values(mgmtd, **checks):
@@ -87,8 +81,8 @@ def release_namespace(namespace):
 def test_seed_topology_resolved_verified_and_recorded(peers, release_namespace, tmp_path):
     host, etcd, nats = peers
     namespace = release_namespace
-    publish("etcd-headless", host.address, "client", etcd.port)
-    publish("nats-headless", host.address, "nats", nats.port)
+    cluster.publish("etcd-headless", host.address, "client", etcd.port)
+    cluster.publish("nats-headless", host.address, "nats", nats.port)
     etcd_url, nats_url = f"http://{host.address}:{etcd.port}", f"nats://{host.address}:{nats.port}"
     with ThreeFSPeer("primary", cluster_id="ipoib") as mgmtd, PodRunner(namespace) as runner:
         values = [*seed_values(mgmtd), {"worker": {"podLabels": {LABEL: "true"}}}]
@@ -109,12 +103,12 @@ def test_seed_topology_resolved_verified_and_recorded(peers, release_namespace, 
         # etcd's pods moved: the worker's next start (a container restart) finds and records the new address.
         with servers.etcd_server(tmp_path / "moved", host=host.address, prefix=host.prefix) as moved:
             moved_url = f"http://{host.address}:{moved.port}"
-            publish("etcd-headless", host.address, "client", moved.port)
+            cluster.publish("etcd-headless", host.address, "client", moved.port)
             assert start_worker(runner)[0] == moved_url
             record = cluster.core().read_namespaced_config_map(RECORD, namespace).data
             assert record["ETCD_ENDPOINTS"] == moved_url
         # And back: the pre-upgrade hook resolves it and the rolled worker's start takes it.
-        publish("etcd-headless", host.address, "client", etcd.port)
+        cluster.publish("etcd-headless", host.address, "client", etcd.port)
         before = cluster.core().read_namespaced_pod(WORKER_POD, namespace).metadata.uid
         cluster.install(4, RELEASE, namespace, *values, {"kvbm": {"cpuCacheGB": 30, "diskCacheGB": 60}},
                         timeout="3m")
@@ -133,8 +127,8 @@ def test_a_failed_required_check_fails_the_install_then_a_fixed_one_succeeds(fau
     host, etcd, nats = peers
     namespace = release_namespace
     dead = servers.free_port()
-    publish("etcd-headless", host.address, "client", dead if fault == "etcd-down" else etcd.port)
-    publish("nats-headless", host.address, "nats", dead if fault == "nats-down" else nats.port)
+    cluster.publish("etcd-headless", host.address, "client", dead if fault == "etcd-down" else etcd.port)
+    cluster.publish("nats-headless", host.address, "nats", dead if fault == "nats-down" else nats.port)
     if fault == "no-endpoints":
         cluster.delete_endpoint_slices(cluster.SEED_NAMESPACE, "etcd-headless")
     expected = {
@@ -161,8 +155,8 @@ def test_a_failed_required_check_fails_the_install_then_a_fixed_one_succeeds(fau
                     if o.startswith(("StatefulSet/", "Deployment/", "ConfigMap/"))]
 
     # Fixed: the same install goes through.
-    publish("etcd-headless", host.address, "client", etcd.port)
-    publish("nats-headless", host.address, "nats", nats.port)
+    cluster.publish("etcd-headless", host.address, "client", etcd.port)
+    cluster.publish("nats-headless", host.address, "nats", nats.port)
     with ThreeFSPeer("primary", cluster_id="ipoib") as mgmtd, PodRunner(namespace):
         assert cluster.install(4, RELEASE, namespace, *seed_values(mgmtd), timeout="3m").revision == 2
         cluster.uninstall(4, RELEASE, namespace)  # its post-delete hook runs here too
@@ -172,14 +166,14 @@ def test_a_failed_required_check_fails_the_install_then_a_fixed_one_succeeds(fau
 def test_warn_and_off_checks_let_the_install_go_on(mode, peers, release_namespace, tmp_path):
     host, etcd, nats = peers
     namespace = release_namespace
-    publish("etcd-headless", host.address, "client", servers.free_port())  # down
-    publish("nats-headless", host.address, "nats", nats.port)
+    cluster.publish("etcd-headless", host.address, "client", servers.free_port())  # down
+    cluster.publish("nats-headless", host.address, "nats", nats.port)
     with ThreeFSPeer("primary", cluster_id="ipoib") as mgmtd, PodRunner(namespace) as runner:
         assert cluster.install(4, RELEASE, namespace, *seed_values(mgmtd, etcd=mode), timeout="3m").revision == 1
         log = hook_log(runner)
         assert ("warning: etcd" in log) == (mode == "warn")
         cluster.uninstall(4, RELEASE, namespace)
-    publish("etcd-headless", host.address, "client", etcd.port)
+    cluster.publish("etcd-headless", host.address, "client", etcd.port)
 
 
 def test_the_runner_refuses_a_pod_that_names_an_address_outside_the_test(release_namespace):
@@ -199,8 +193,8 @@ def test_a_missing_permission_is_a_real_403_named_in_the_hook_log(peers, release
     hook's call, and the hook says which verb its ServiceAccount needs where."""
     host, etcd, nats = peers
     namespace = release_namespace
-    publish("etcd-headless", host.address, "client", etcd.port)
-    publish("nats-headless", host.address, "nats", nats.port)
+    cluster.publish("etcd-headless", host.address, "client", etcd.port)
+    cluster.publish("nats-headless", host.address, "nats", nats.port)
     chart = tmp_path / "chart"
     shutil.copytree(cluster.CHART, chart)
     helpers = chart / "templates" / "_hooks.tpl"

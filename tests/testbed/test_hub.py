@@ -66,7 +66,7 @@ def files_under(directory):
 
 
 def test_fetches_the_config_and_tokenizer_of_the_revision(dynamo_python, files_dir, tmp_path):
-    with hub_server(files_dir, repo_id=REPO, revision="main") as hub:
+    with hub_server(files_dir, repo_ids=(REPO,), revision="main") as hub:
         result, hf_home = run_model_files(dynamo_python, hub, tmp_path)
     assert result.returncode == 0, result.stderr
     snapshot = hf_home / STORAGE / "snapshots" / hub.commit
@@ -81,7 +81,7 @@ def test_fetches_the_config_and_tokenizer_of_the_revision(dynamo_python, files_d
 
 
 def test_a_pinned_snapshot_fetches_that_commit(dynamo_python, files_dir, tmp_path):
-    with hub_server(files_dir, repo_id=REPO, revision="main") as hub:
+    with hub_server(files_dir, repo_ids=(REPO,), revision="main") as hub:
         result, hf_home = run_model_files(dynamo_python, hub, tmp_path, {"snapshot": hub.commit})
     assert result.returncode == 0, result.stderr
     assert files_under(hf_home / STORAGE / "snapshots" / hub.commit) == {name: FILES[name] for name in MODEL_FILES}
@@ -96,7 +96,7 @@ def test_a_pinned_snapshot_fetches_that_commit(dynamo_python, files_dir, tmp_pat
 ], ids=["repository", "revision", "snapshot"])
 def test_what_the_hub_lacks_fails_the_container_with_its_name(dynamo_python, files_dir, tmp_path, model, error,
                                                                 named):
-    with hub_server(files_dir, repo_id=REPO, revision="main") as hub:
+    with hub_server(files_dir, repo_ids=(REPO,), revision="main") as hub:
         result, hf_home = run_model_files(dynamo_python, hub, tmp_path, model)
     assert result.returncode != 0
     lines = result.stderr.splitlines()
@@ -124,7 +124,7 @@ def test_serves_the_whole_repository_and_single_files(dynamo_python, files_dir, 
     hf_home = tmp_path / "hf-cache"
     env = {"HF_HOME": str(hf_home), "HOME": str(tmp_path), "HF_HUB_DISABLE_TELEMETRY": "1",
            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    with hub_server(files_dir, repo_id=REPO, revision="main") as hub:
+    with hub_server(files_dir, repo_ids=(REPO,), revision="main") as hub:
         result = subprocess.run([dynamo_python, "-c", WHOLE_REPOSITORY, REPO], env={**env, "HF_ENDPOINT": hub.url},
                                 capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr

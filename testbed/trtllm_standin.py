@@ -1,0 +1,296 @@
+"""Stand-in for Dynamo 0.9.0's `python3 -m dynamo.trtllm` where TensorRT-LLM cannot run (no GPU, no TensorRT-LLM):
+the cluster tests run the chart's worker containers with it in the real Dynamo runtime.
+
+    <dynamo venv>/bin/python testbed/trtllm_standin.py <the arguments of python3 -m dynamo.trtllm>
+
+Everything but the engine is Dynamo's own: the arguments are parsed by 0.9.0's cmd_line_args() (a flag it does not
+know exits 2 with argparse's message), and the worker does for the runtime what dynamo/trtllm/main.py worker() and
+init() do: the same DistributedRuntime, component and endpoint, register_llm() with the same arguments and runtime
+config, TrtllmHealthCheckPayload as health check, and with --publish-events-and-metrics the KV events and load
+metrics of dynamo/trtllm/publisher.py. The engine is trivial and deterministic: it answers each request with
+tokens of the tokenizer's ordinary vocabulary, never a special one, as many as stop_conditions.max_tokens asks
+(DEFAULT_MAX_TOKENS without), and logs one line per request naming the worker (its connection id) that served it.
+
+What it does not do: disaggregated prefill/decode (it registers as the mode asks, but always generates), evicting
+blocks (its cache only grows, so no "removed" events), caching generated tokens, TensorRT-LLM's own Prometheus
+metrics, --dump-config-to. With Dynamo's canary health check on (DYN_HEALTH_CHECK_ENABLED), the health-check payload
+reaches the engine like any request and is answered; off (0.9.0's default), /health is 200 once the endpoint serves.
+
+It imports nothing from the project: it runs with the Dynamo venv's interpreter, stdlib and that venv only.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import types
+
+DEFAULT_MAX_TOKENS = 16  # a request without stop_conditions.max_tokens
+WORD_TOKENS_MIN = 8  # fewer tokens that decode to " <letters>" than this: any ordinary token will do
+
+
+def install_import_stand_ins():
+    """Modules in sys.modules for the two imports of dynamo.trtllm.utils.trtllm_utils that need TensorRT-LLM;
+    nothing else is replaced."""
+    import pydantic
+    from dynamo.trtllm.constants import DisaggregationMode
+
+    # STAND-IN for tensorrt_llm.llmapi.BuildConfig: trtllm_utils reads only the defaults of these four fields
+    # (BuildConfig.model_fields[name].default) for its --max-* flags. The values are those of `class BuildConfig`
+    # in NVIDIA/TensorRT-LLM tensorrt_llm/builder.py (read at commit 008b2b8d, still a dataclass there:
+    # max_seq_len None, max_batch_size 2048, max_beam_width 1, max_num_tokens 8192); NVIDIA/TensorRT-LLM#8330
+    # ("Migrate BuildConfig to Pydantic", Oct 2025) made it the pydantic model of 1.3.0rc1, the TensorRT-LLM
+    # that ai-dynamo[trtllm]==0.9.0 pins.
+    class BuildConfig(pydantic.BaseModel):
+        max_seq_len: int | None = None
+        max_batch_size: int = 2048
+        max_beam_width: int = 1
+        max_num_tokens: int = 8192
+
+    tensorrt_llm = types.ModuleType("tensorrt_llm", "STAND-IN: only llmapi.BuildConfig, for trtllm_utils")
+    llmapi = types.ModuleType("tensorrt_llm.llmapi", "STAND-IN: only BuildConfig, for trtllm_utils")
+    llmapi.BuildConfig = BuildConfig
+    tensorrt_llm.llmapi = llmapi
+    # STAND-IN for dynamo.trtllm.request_handlers.handler_base, which imports torch and TensorRT-LLM:
+    # trtllm_utils takes only DisaggregationMode from it, the real enum of dynamo.trtllm.constants.
+    handler_base = types.ModuleType("dynamo.trtllm.request_handlers.handler_base",
+                                    "STAND-IN: only DisaggregationMode (dynamo.trtllm.constants), for trtllm_utils")
+    handler_base.DisaggregationMode = DisaggregationMode
+    for module in (tensorrt_llm, llmapi, handler_base):
+        sys.modules[module.__name__] = module
+
+
+def read_extra_engine_args(path):
+    """The --extra-engine-args file as TensorRT-LLM's update_llm_args_with_extra_options reads it: open() (a
+    missing file raises FileNotFoundError) and yaml.safe_load; what is not a mapping fails with TypeError there
+    (`name in document`, `llm_args | document`), and so it does here."""
+    import yaml
+
+    with open(path) as f:
+        document = yaml.safe_load(f)
+    if not isinstance(document, dict):
+        raise TypeError(f"{path}: extra engine args must be a YAML mapping, not {type(document).__name__}")
+    return document
+
+
+class TransformersTokenizer:
+    """What TensorRT-LLM's tokenizer_factory returns for a Hugging Face model: the tokenizer in `.tokenizer`,
+    where TrtllmHealthCheckPayload looks for bos_token_id."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+
+def load_tokenizer(model_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path, local_files_only=True, use_fast=True, padding_side="left",
+                                         truncation_side="left")
+
+
+def ordinary_tokens(tokenizer):
+    """The ids the engine answers with: tokens decoding to a space and letters (words of a reply), from the
+    tokenizer's ordinary vocabulary; never a special or added token (eos among them)."""
+    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    ordinary = [i for i in range(len(tokenizer)) if i not in special]
+    words = [i for i in ordinary if (text := tokenizer.decode([i])).startswith(" ") and text[1:].isalpha()]
+    return words if len(words) >= WORD_TOKENS_MIN else ordinary
+
+
+def chained_block_hashes(token_ids, block_size):
+    """A hash per full block of the prompt, each over its parent's hash and its tokens, as an engine's KV cache
+    names its blocks (a block is the same only after the same prefix); signed 64-bit, as KV events carry them."""
+    hashes, parent = [], b""
+    for start in range(0, len(token_ids) - block_size + 1, block_size):
+        block = token_ids[start:start + block_size]
+        digest = hashlib.blake2b(parent + json.dumps(block).encode(), digest_size=8).digest()
+        hashes.append(int.from_bytes(digest, "big", signed=True))
+        parent = digest
+    return hashes
+
+
+class Engine:
+    """The trivial engine, with a prefix cache of full blocks per worker (reported as cached tokens, as TensorRT-LLM
+    reports reused blocks) and, when a publisher is given, the KV events and load metrics of publisher.py."""
+
+    def __init__(self, tokenizer, block_size, worker_id, kv_events=None, metrics=None):
+        self.tokens = ordinary_tokens(tokenizer)
+        self.block_size = block_size
+        self.worker_id = worker_id
+        self.kv_events = kv_events
+        self.metrics = metrics
+        self.cached = set()  # block hashes this worker holds
+        self.event_id = 0
+        self.active_blocks = 0
+
+    def store_prompt(self, token_ids):
+        """The prompt's full blocks enter the cache; the new ones are published as one "stored" event chained to
+        the last block already held, as TensorRT-LLM's event stream reports the blocks it caches (publisher.py
+        _handle_kv_event: parent_hash, then token_ids, num_block_tokens and block_hashes of full blocks only).
+        Returns how many prompt tokens were cached already."""
+        hashes = chained_block_hashes(token_ids, self.block_size)
+        held = 0
+        while held < len(hashes) and hashes[held] in self.cached:
+            held += 1
+        new = hashes[held:]
+        if new:
+            self.cached.update(new)
+            if self.kv_events is not None:
+                self.event_id += 1
+                self.kv_events.publish_stored(
+                    self.event_id,
+                    token_ids[held * self.block_size:len(hashes) * self.block_size],
+                    [self.block_size] * len(new),
+                    new,
+                    0,  # lora_id: TensorRT-LLM's events carry none, publisher.py sends 0
+                    hashes[held - 1] if held else None,
+                )
+        return held * self.block_size
+
+    def publish_load(self, blocks):
+        self.active_blocks += blocks
+        if self.metrics is not None:
+            self.metrics.publish(None, self.active_blocks)
+
+    async def generate(self, request, context):
+        """Chunks shaped as 0.9.0's trtllm handler yields them (handler_base.py generate_locally): the new
+        token_ids of each step, and on the last one finish_reason and completion_usage."""
+        stop = request.get("stop_conditions") or {}
+        max_tokens = stop.get("max_tokens") or request.get("max_tokens") or DEFAULT_MAX_TOKENS
+        token_ids = list(request.get("token_ids") or [])
+        cached = self.store_prompt(token_ids)
+        blocks = -(-(len(token_ids) + max_tokens) // self.block_size)
+        self.publish_load(blocks)
+        logging.info("request %s served by worker %d: %d prompt tokens (%d cached), %d to generate",
+                     request.get("id") or context.id(), self.worker_id, len(token_ids), cached, max_tokens)
+        start = sum(token_ids) + len(token_ids)
+        try:
+            for n in range(max_tokens):
+                if context.is_stopped() or context.is_killed():
+                    return
+                out = {"token_ids": [self.tokens[(start + 7 * n) % len(self.tokens)]]}
+                if n == max_tokens - 1:
+                    out["finish_reason"] = "length"
+                    out["completion_usage"] = {
+                        "prompt_tokens": len(token_ids),
+                        "completion_tokens": max_tokens,
+                        "total_tokens": len(token_ids) + max_tokens,
+                        "prompt_tokens_details": {"cached_tokens": cached} if cached else None,
+                    }
+                yield out
+                await asyncio.sleep(0)
+        finally:
+            self.publish_load(-blocks)
+
+
+async def worker():
+    from dynamo.common.utils.endpoint_types import parse_endpoint_types
+    from dynamo.llm import (
+        KvEventPublisher,
+        ModelInput,
+        ModelRuntimeConfig,
+        ModelType,
+        WorkerMetricsPublisher,
+        register_llm,
+    )
+    from dynamo.runtime import DistributedRuntime
+    from dynamo.runtime.logging import configure_dynamo_logging
+    from dynamo.trtllm.constants import DisaggregationMode
+    from dynamo.trtllm.health_check import TrtllmHealthCheckPayload
+    from dynamo.trtllm.utils.trtllm_utils import cmd_line_args
+
+    configure_dynamo_logging()
+    config = cmd_line_args()
+    logging.info("dynamo.trtllm stand-in (TensorRT-LLM cannot run here; its engine is replaced, the Dynamo "
+                 "runtime is real) with config: %s", config)
+
+    engine_args = {"model": str(config.model_path), "tensor_parallel_size": config.tensor_parallel_size,
+                   "max_num_tokens": config.max_num_tokens, "max_seq_len": config.max_seq_len,
+                   "max_beam_width": config.max_beam_width, "max_batch_size": config.max_batch_size}
+    if config.extra_engine_args != "":
+        engine_args |= read_extra_engine_args(config.extra_engine_args)
+    if config.override_engine_args != "":
+        try:
+            engine_args |= json.loads(config.override_engine_args)
+        except json.JSONDecodeError as e:
+            logging.error(f"Failed to parse override_engine_args as JSON: {e}")
+            sys.exit(1)
+    logging.info(f"TensorRT-LLM engine args (not used by the stand-in's engine): {engine_args}")
+
+    loop = asyncio.get_running_loop()
+    os.environ["DYN_EVENT_PLANE"] = config.event_plane
+    enable_nats = config.request_plane == "nats" or (config.event_plane == "nats" and config.use_kv_events)
+    runtime = DistributedRuntime(loop, config.store_kv, config.request_plane, enable_nats)
+
+    def shutdown():
+        logging.info("Received shutdown signal, shutting down DistributedRuntime")
+        runtime.shutdown()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shutdown)
+
+    component = runtime.namespace(config.namespace).component(config.component)
+    endpoint = component.endpoint(config.endpoint)
+    tokenizer = TransformersTokenizer(load_tokenizer(config.model_path))
+
+    runtime_config = ModelRuntimeConfig()
+    runtime_config.max_num_seqs = config.max_batch_size
+    runtime_config.max_num_batched_tokens = config.max_num_tokens
+    runtime_config.reasoning_parser = config.reasoning_parser
+    runtime_config.tool_call_parser = config.tool_call_parser
+    runtime_config.enable_local_indexer = config.enable_local_indexer
+
+    if config.disaggregation_mode == DisaggregationMode.PREFILL:
+        model_type = ModelType.Prefill
+    else:
+        model_type = parse_endpoint_types(config.dyn_endpoint_types)
+    if config.disaggregation_mode != DisaggregationMode.ENCODE:
+        await register_llm(ModelInput.Tokens, model_type, endpoint, config.model_path, config.served_model_name,
+                           kv_cache_block_size=config.kv_block_size, migration_limit=config.migration_limit,
+                           runtime_config=runtime_config, custom_template_path=config.custom_jinja_template)
+        logging.info("registered %s at %s", config.served_model_name, config.model_path)
+    health_check_payload = TrtllmHealthCheckPayload(tokenizer=tokenizer).to_dict()
+
+    worker_id = int(endpoint.connection_id())
+    if not config.publish_events_and_metrics:
+        engine = Engine(tokenizer.tokenizer, config.kv_block_size, worker_id)
+        await endpoint.serve_endpoint(engine.generate, health_check_payload=health_check_payload)
+        return
+
+    # publisher.py without KVBM's ZMQ consolidator: TensorRT-LLM's events would reach NATS through it when the
+    # kvbm package is installed and a connector configured; here they go straight to the KvEventPublisher, as
+    # publisher.py publishes them without a consolidator. The load metrics are published as publisher.py does,
+    # though 0.9.0's KV router routes without them (it counts the blocks of the requests it routed itself).
+    metrics_labels = [("model", config.served_model_name or config.model_path)]
+    metrics = WorkerMetricsPublisher()
+    metrics.publish(None, 0)  # publisher.py: once at start "so that worker can be selected"
+
+    async def create_metrics_endpoint():
+        await metrics.create_endpoint(component)
+
+    metrics_endpoint = asyncio.create_task(create_metrics_endpoint())  # as publisher.py initialize() does
+    kv_events = KvEventPublisher(component, worker_id, config.kv_block_size, dp_rank=0,
+                                 enable_local_indexer=config.enable_local_indexer)
+    engine = Engine(tokenizer.tokenizer, config.kv_block_size, worker_id, kv_events=kv_events, metrics=metrics)
+    try:
+        await endpoint.serve_endpoint(engine.generate, metrics_labels=metrics_labels,
+                                      health_check_payload=health_check_payload)
+    finally:
+        metrics_endpoint.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await metrics_endpoint
+
+
+def main():
+    install_import_stand_ins()
+    import uvloop
+
+    uvloop.run(worker())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The chart serving for real (testbed/serving.py): every pod of the release runs, the frontend with the real
+Dynamo runtime exactly as rendered, the workers with it but for the engine and the FUSE client, against real
+etcd and NATS, and `helm install --wait` and `helm test` get the real verdicts."""
+
+import contextlib
+import re
+import time
+import urllib.error
+
+import pytest
+
+from testbed import cluster, servers, serving
+from testbed.netns import network_host
+from testbed.serving import ETCD_PORT, MODELS, RELEASE, chat, frontends, release, request
+
+PROMPT = " ".join(f"word{i % 97}" for i in range(600))  # some twenty KV blocks
+
+
+@pytest.fixture(scope="module")
+def seed_peers(tmp_path_factory):
+    with serving.seed_peers(tmp_path_factory.mktemp("peers")) as peers:
+        yield peers
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with serving.hub(tmp_path_factory.mktemp("model")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def mgmtd():
+    with serving.mgmtd() as peer:
+        yield peer
+
+
+def helm_test(major, namespace, runner):
+    """`helm test`'s verdict and the test Pod's log."""
+    done = cluster.helm(major, "test", RELEASE, "-n", namespace, "--timeout", "3m", check=False)
+    pods = [name for name in runner.logs if "test-chat-completion" in name]
+    return done, runner.logs[pods[-1]]["chat-completion"] if pods else ""
+
+
+def selections(runner, pod):
+    """The KV router's choices in a frontend's log: (worker id, cached blocks) per routed request."""
+    found = re.findall(r"Selected worker: worker_id=(\d+) dp_rank=\d+, logit: \S+, cached blocks: (\d+)",
+                       runner.log(pod.metadata.name, "frontend"))
+    return [(int(worker), int(cached)) for worker, cached in found]
+
+
+@pytest.fixture(scope="class")
+def seed(seed_peers, hub, mgmtd):
+    """The seed's release (values/ipoib.yaml), installed with Helm 3's --wait."""
+    with release("ipoib", 3, mgmtd, hub) as served:
+        yield served
+
+
+@pytest.fixture(scope="class")
+def pool(seed_peers, hub, mgmtd):
+    """Eight workers of two models on four nodes (values/scale-out.yaml), installed with Helm 4's --wait."""
+    with release("scale-out", 4, mgmtd, hub) as served:
+        yield served
+
+
+class TestSeed:
+
+    def test_ready_only_once_it_serves_and_helm_test_gets_answers(self, seed):
+        namespace, runner = seed
+        # --wait returned, so the frontend is Ready: it lists the model, and answers.
+        (frontend,) = frontends(namespace)
+        models = request(f"http://{frontend.status.pod_ip}:8000/v1/models")["data"]
+        assert [m["id"] for m in models] == ["Qwen/Qwen3-8B"]
+        assert chat(frontend.status.pod_ip, "Qwen/Qwen3-8B")["choices"][0]["message"]["content"]
+        done, log = helm_test(3, namespace, runner)
+        assert done.returncode == 0, done.stdout + done.stderr + log
+        assert "chat completion OK: Qwen/Qwen3-8B" in log and "streamed chat completion OK: Qwen/Qwen3-8B" in log
+
+
+class TestPool:
+
+    def test_every_model_answers_helm_test(self, pool):
+        namespace, runner = pool
+        done, log = helm_test(4, namespace, runner)
+        assert done.returncode == 0, done.stdout + done.stderr + log
+        for model in MODELS:
+            assert f"streamed chat completion OK: {model}" in log
+
+    def test_a_repeated_prompt_goes_to_the_worker_holding_its_blocks(self, pool):
+        """KV routing: the workers publish the blocks they cache over the chart's NATS, so the frontend's router
+        sends the prompt again to the worker that served it first, among the group's four."""
+        namespace, runner = pool
+        frontend = frontends(namespace)[0]
+        before = len(selections(runner, frontend))
+        for _ in range(6):
+            chat(frontend.status.pod_ip, "Qwen/Qwen3-8B", PROMPT)
+        chosen = selections(runner, frontend)[before:]
+        assert len(chosen) == 6, chosen
+        first, *repeats = chosen
+        assert {worker for worker, _ in repeats} == {first[0]}, chosen
+        assert all(cached > 0 for _, cached in repeats), chosen
+
+    def test_a_deleted_worker_s_requests_go_to_the_others(self, pool):
+        namespace, runner = pool
+        frontend = frontends(namespace)[0]
+        group = f"{cluster.component_selector(RELEASE, 'worker')},dynamo-offloading/worker-group=qwen3-8b"
+        victim = cluster.core().list_namespaced_pod(namespace, label_selector=group).items[0]
+        cluster.core().delete_namespaced_pod(victim.metadata.name, namespace)
+        cluster.wait_until(lambda: victim.metadata.uid not in {
+            p.metadata.uid for p in cluster.core().list_namespaced_pod(namespace, label_selector=group).items},
+            f"{victim.metadata.name} gone", within=60)
+        for _ in range(8):
+            assert chat(frontend.status.pod_ip, "Qwen/Qwen3-8B")["choices"]
+
+
+def test_a_frontend_without_the_worker_s_model_files_is_not_ready_and_says_why(seed_peers, hub, mgmtd):
+    """The worker's node holds an older snapshot of the revision than the hub: the frontend downloads the hub's,
+    not the one the worker registers, so it cannot load the model (what pinning worker.model.snapshot avoids).
+    Not Ready, with the reason in its events and log, instead of a Ready frontend answering 404."""
+    with release("ipoib", 4, mgmtd, hub, wait=False, commit="1" * 40) as (namespace, runner):
+        worker = f"{RELEASE}-dynamo-offloading-worker-0"
+        cluster.wait_until(lambda: cluster.pod_ready(cluster.core().read_namespaced_pod(worker, namespace)),
+                           "the worker Ready", within=120)
+        (frontend,) = cluster.release_pods(namespace, RELEASE, "frontend")
+        name = frontend.metadata.name
+
+        def unhealthy():
+            return [e.message for e in cluster.core().list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name},reason=Unhealthy").items]
+        messages = cluster.wait_until(unhealthy, "the frontend's readiness failing", within=60)
+        assert any(m.startswith("Readiness probe failed: not serving Qwen/Qwen3-8B yet") for m in messages), messages
+        time.sleep(10)  # well past the worker's registration
+        assert not cluster.pod_ready(cluster.core().read_namespaced_pod(name, namespace))
+        snapshot = f"/data/huggingface/hub/models--Qwen--Qwen3-8B/snapshots/{'1' * 40}"
+        assert re.search(r'Error adding model from discovery .*model_name.*"Qwen/Qwen3-8B".*Failed to fetch model '
+                         f"'{snapshot}'", runner.log(name, "frontend")), runner.log(name, "frontend")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            chat(cluster.core().read_namespaced_pod(name, namespace).status.pod_ip, "Qwen/Qwen3-8B")
+        assert refused.value.code == 404
+
+
+def test_the_worker_finds_a_moved_etcd_at_its_next_start_and_the_frontend_serves_again(seed_peers, hub, mgmtd,
+                                                                                    tmp_path):
+    """etcd's pod replaced at a new address: the worker loses its lease and exits, and its next start (the
+    kubelet's restart) takes the new address from the resolve sidecar and registers again; the frontend, which
+    finds etcd by the Service's name, exits too and comes back to it. Last in this module: the seed's etcd stops
+    for good."""
+    host, etcd, nats = seed_peers
+    worker = f"{RELEASE}-dynamo-offloading-worker-0"
+    with release("ipoib", 4, mgmtd, hub) as (namespace, runner), network_host() as moved_host, \
+            servers.etcd_server(tmp_path / "etcd", host=moved_host.address, prefix=moved_host.prefix,
+                                client_port=ETCD_PORT) as moved:
+        etcd.stop()
+        cluster.publish("etcd-headless", moved_host.address, "client", ETCD_PORT)
+
+        def restarted():
+            statuses = cluster.core().read_namespaced_pod(worker, namespace).status.container_statuses
+            return next(s.restart_count for s in statuses if s.name == "worker") >= 1
+
+        def serves():
+            with contextlib.suppress(urllib.error.URLError, OSError, IndexError):
+                return chat(frontends(namespace)[0].status.pod_ip, "Qwen/Qwen3-8B")["choices"]
+        try:
+            cluster.wait_until(restarted, "the worker's next start", within=120)
+            cluster.wait_until(serves, "the release serving again after etcd moved", within=180)
+        except TimeoutError as err:
+            raise AssertionError(f"{err}\n{runner.describe()}") from err
+        record = cluster.core().read_namespaced_config_map(f"{RELEASE}-dynamo-offloading-endpoints", namespace).data
+        assert record["ETCD_ENDPOINTS"] == moved.url
+        assert f"etcd: {moved.url} (endpointslices)" in runner.log(worker, "resolve")
+        assert "Unable to maintain lease" in runner.log(worker, "worker")
