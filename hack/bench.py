@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""make bench (python -m hack.bench): how long rendering the chart, each hook step and a release's life on
-the local control plane take here, printed as a table.
+"""make bench (python -m hack.bench): how long rendering the chart, each hook step, a release's life on the
+local control plane and its serving take here, printed as a table.
 
-Every figure is measured against the real thing on loopback (Helm binaries, etcd, nats-server, a 3FS
-wire-format peer, tmpfs mounts, the cluster of hack/cluster.py); nothing is asserted, so a slow machine
-prints slow figures."""
+Every figure is measured against the real thing on loopback or in test hosts (Helm binaries, etcd,
+nats-server, a 3FS wire-format peer, tmpfs mounts, the cluster of hack/cluster.py, the Dynamo runtime); nothing is
+asserted, so a slow machine prints slow figures."""
 
+import contextlib
 import os
 import pathlib
 import statistics
@@ -15,7 +16,7 @@ import tempfile
 import time
 
 from dynamo_hooks import etcd, mgmtd, mounts, nats
-from testbed import cluster
+from testbed import by_hand, cluster, serving
 from testbed.helm import ROOT, environment_values
 from testbed.servers import etcd_server, nats_server
 from testbed.threefs_peer import ThreeFSPeer
@@ -34,7 +35,7 @@ def timed(fn, runs):
 
 
 def process(argv, runs):
-    """(median seconds, runs, peak MiB) of running argv as a whole process, as a Job pays for it: interpreter
+    """(median seconds, runs, "<peak> MiB") of running argv as a whole process, as a Job pays for it: interpreter
     start, imports and the work. GNU time reports the peak resident set: a child's own count would start
     from this (large) process it was forked from."""
     samples, peaks = [], []
@@ -44,7 +45,7 @@ def process(argv, runs):
             subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name, *argv], check=True, capture_output=True)
             samples.append(time.perf_counter() - start)
             peaks.append(int(pathlib.Path(peak.name).read_text().split()[-1]) / 1024)
-    return statistics.median(samples), runs, f"{max(peaks):.0f}"
+    return statistics.median(samples), runs, f"{max(peaks):.0f} MiB"
 
 
 def helm_template(major, env):
@@ -85,6 +86,57 @@ def release_cycle(major, env, runs):
     return {step: statistics.median(values) for step, values in samples.items()}
 
 
+def first_completion(env, mgmtd, hub, runs):
+    """Median seconds from `helm install` of `env` (Helm 4, no --wait, in a fresh namespace) to the first chat
+    completion its frontend answers."""
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        with serving.release(env, 4, mgmtd, hub, wait=False) as (namespace, _):
+            cluster.wait_until(lambda ns=namespace: answers(ns), f"a chat completion from {env}", within=300,
+                               every=0.1)
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def answers(namespace):
+    for pod in cluster.release_pods(namespace, serving.RELEASE, "frontend"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if pod.status.pod_ip and serving.chat(pod.status.pod_ip, serving.MODELS[0], timeout=5)["choices"]:
+                return True
+    return False
+
+
+def per_request(address, runs):
+    """Median seconds of a chat completion (4 tokens) from the frontend at `address`, after one to warm up."""
+    serving.chat(address, by_hand.MODEL)
+    return timed(lambda: serving.chat(address, by_hand.MODEL), runs)[0]
+
+
+def serving_rows(tmp, runs=30):
+    """The chart served for real (testbed/serving.py), against Dynamo started by hand in one test host."""
+    with serving.seed_peers(tmp / "peers"), serving.hub(tmp / "model") as hub, serving.mgmtd() as mgmtd:
+        for env in ("ipoib", "scale-out"):
+            yield f"serving: helm install to the first chat completion, values/{env}.yaml", \
+                first_completion(env, mgmtd, hub, 2), 2, ""
+        with serving.release("ipoib", 4, mgmtd, hub) as (namespace, _):
+            chart = per_request(serving.frontends(namespace)[0].status.pod_ip, runs)
+    with by_hand.started(tmp / "by-hand") as deployment:
+        deployment.frontend()
+        deployment.worker("worker", 8081)
+        deployment.wait_for("a chat completion", lambda: answers_at(deployment.host.address))
+        alone = per_request(deployment.host.address, runs)
+    yield "serving: a chat completion through the chart's release (ipoib)", chart, runs, ""
+    yield "serving: a chat completion, frontend and engine started by hand", alone, runs, ""
+    yield "serving: the chart's release against by hand", None, runs, f"ratio {chart / alone:.2f}"
+
+
+def answers_at(address):
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return bool(serving.chat(address, by_hand.MODEL, timeout=5)["choices"])
+    return False
+
+
 def rows(tmp):
     for major in (3, 4):
         for env in ("ipoib", "scale-out"):
@@ -115,6 +167,7 @@ def rows(tmp):
             [HOOKS, "cleanup-mounts", "--root", str(root)], 10)
     cluster.ensure_running()
     cluster.seed_services()
+    yield from serving_rows(tmp)
     for major in (3, 4):
         for env in ("ipoib", "standalone", "scale-out"):
             for step, median in release_cycle(major, env, 3).items():
@@ -123,12 +176,13 @@ def rows(tmp):
 
 def main():
     with tempfile.TemporaryDirectory(prefix="dynamo-bench-") as tmp:
-        table = [(name, f"{median * 1000:.1f}", runs, peak) for name, median, runs, peak in rows(pathlib.Path(tmp))]
+        table = [(name, "-" if median is None else f"{median * 1000:.1f}", runs, note)
+                 for name, median, runs, note in rows(pathlib.Path(tmp))]
     width = max(len(name) for name, *_ in table)
-    print(f"{'measurement':<{width}}  {'median ms':>10}  {'runs':>4}  {'peak MiB':>8}")
-    print(f"{'-' * width}  {'-' * 10}  {'-' * 4}  {'-' * 8}")
-    for name, ms, runs, peak in table:
-        print(f"{name:<{width}}  {ms:>10}  {runs:>4}  {peak:>8}")
+    print(f"{'measurement':<{width}}  {'median ms':>10}  {'runs':>4}  {'peak or ratio':>13}")
+    print(f"{'-' * width}  {'-' * 10}  {'-' * 4}  {'-' * 13}")
+    for name, ms, runs, note in table:
+        print(f"{name:<{width}}  {ms:>10}  {runs:>4}  {note:>13}")
 
 
 if __name__ == "__main__":

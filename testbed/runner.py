@@ -137,7 +137,8 @@ class Pod:
         self.reported = None
 
     @property
-    def restarts(self):
+    def keeps_running(self):
+        """Whether its containers are restarted when they end (restartPolicy Always), not run once."""
         return self.obj.spec.restart_policy == "Always"
 
     def everything(self):
@@ -298,6 +299,9 @@ class PodRunner:
         spec = pod.obj.spec
         pod.inits = [Container(c, self._image(c), init=True) for c in spec.init_containers or []]
         pod.containers = [Container(c, self._image(c)) for c in spec.containers]
+        for container in pod.everything():
+            if not container.runs:
+                container.started_at = pod.started_at
         self._network(pod)
         pod.volumes = self._volumes(pod)
         pod.phase = "Running"
@@ -306,7 +310,7 @@ class PodRunner:
             if not self._initialize(pod, container):
                 return
         pod.initialized = True
-        if not pod.restarts:
+        if not pod.keeps_running:
             self._run_to_completion(pod)
             return
         for container in pod.containers:
@@ -334,7 +338,7 @@ class PodRunner:
                 code = self._run_to_end(pod, container)
                 if code == 0:
                     return True
-                if not pod.restarts:
+                if not pod.keeps_running:
                     pod.phase = "Failed"
                     return False
                 time.sleep(BACKOFF[min(container.restarts, len(BACKOFF) - 1)])

@@ -117,7 +117,8 @@ def request(url, body=None, timeout=30):
         return json.load(answer)
 
 
-def chat(address, model, content="Say hello.", max_tokens=4, port=8000):
+def chat(address, model, content="Say hello.", max_tokens=4, port=8000, timeout=30):
     """A chat completion from the frontend at `address`."""
     return request(f"http://{address}:{port}/v1/chat/completions",
-                   {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens})
+                   {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens},
+                   timeout=timeout)

@@ -1,140 +1,36 @@
 """testbed/trtllm_standin.py as the cluster tests run it in place of `python3 -m dynamo.trtllm`: with the worker
-container's arguments and environment, under the real Dynamo 0.9.0 runtime (etcd, NATS, discovery, the request
-plane, KV events, the frontend).
+container's arguments, environment and engine.yaml as the chart renders them, under the real Dynamo 0.9.0 runtime
+(etcd, NATS, discovery, the request plane, KV events, the frontend), every process in a test host of the test's
+own (testbed/by_hand.py). Root is required."""
 
-Every process of a test runs in a network namespace of the test's own that holds loopback only, as the frontend binds
-the machine's main address (there, 127.0.0.1); the test's thread joins that namespace to reach them. No address is
-shared with anything else, so these tests run beside the cluster tests' hosts. Root is required."""
-
-import contextlib
-import ctypes
-import itertools
 import json
-import os
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from hack import dynamo_runtime
-from testbed import model_files, servers
-from testbed.helm import ROOT
+from testbed import by_hand, model_files
+from testbed.by_hand import MODEL, STANDIN
 
-MODEL = "Qwen/Qwen3-8B"
-STANDIN = ROOT / "testbed" / "trtllm_standin.py"
-# The chart's engine.yaml with its defaults: the seed's engine settings and the KVBM connector (helm's toYaml).
-ENGINE_YAML = """\
-backend: pytorch
-enable_chunked_prefill: true
-kv_cache_config:
-  enable_partial_reuse: false
-  free_gpu_memory_fraction: 0.8
-kv_connector_config:
-  connector_module: kvbm.trtllm_integration.connector
-  connector_scheduler_class: DynamoKVBMConnectorLeader
-  connector_worker_class: DynamoKVBMConnectorWorker
-max_batch_size: 16
-max_num_tokens: 8192
-tensor_parallel_size: 1
-"""
-HTTP_PORT = 8000
 SYSTEM_PORTS = (8081, 8082)
-DEADLINE = 60.0  # seconds for anything to start
 REQUEST_TIMEOUT = 20.0
 REPEATS = 8
 # A prompt of several KV blocks (32 tokens each): about 800 tokens with the chat template.
 LONG_PROMPT = " ".join(f"word{i}" for i in range(150))
 SERVED = re.compile(r"request (\S+) served by worker (\d+)")
-CLONE_NEWNET = 0x40000000
-_namespaces = itertools.count(1)
+
 
 @pytest.fixture(scope="module")
 def dynamo_python():
-    """The Python of the Dynamo runtime the chart's image carries (`make dynamo-runtime`)."""
-    return str(dynamo_runtime.for_image("0.9.0") / "bin" / "python")
-
-
-def _setns(namespace):
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(namespace.fileno(), CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), f"setns into {namespace.name}")
-
-
-@contextlib.contextmanager
-def loopback_namespace():
-    """A network namespace with loopback only, the calling thread in it while the context lasts (what it connects
-    to and the processes it starts are in there); yields the prefix that runs a command inside it."""
-    name = f"dyn-standin-{os.getpid()}-{next(_namespaces)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True,
-                       capture_output=True, timeout=30)
-        with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{name}") as namespace:
-            _setns(namespace)
-            try:
-                yield ("nsenter", f"--net=/run/netns/{name}", "--")
-            finally:
-                _setns(home)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
-
-
-class Deployment:
-    """etcd, NATS and the Dynamo processes a test starts in its network namespace; every process is stopped
-    (SIGTERM, then SIGKILL) when the test ends."""
-
-    def __init__(self, prefix, directory, etcd, nats, python):
-        self.prefix, self.directory, self.python = prefix, directory, python
-        self.processes = []
-        self.hf_home = directory / "hf"
-        self.model_path = model_files.put_in_hf_cache(self.hf_home, MODEL)
-        self.engine_yaml = directory / "engine.yaml"
-        self.engine_yaml.write_text(ENGINE_YAML)
-        self.env = {"PATH": os.environ["PATH"], "HOME": str(directory), "ETCD_ENDPOINTS": etcd.url,
-                    "NATS_SERVER": nats.url, "DYN_HTTP_GRACEFUL_SHUTDOWN_TIMEOUT_SECS": "0"}
-        self.url = f"http://127.0.0.1:{HTTP_PORT}"
-
-    def start(self, name, args, env=None):
-        process = servers.Process([*self.prefix, self.python, *args], self.directory / f"{name}.log",
-                                  env={**self.env, **(env or {})})
-        self.processes.append(process)
-        return process
-
-    def frontend(self, router_mode):
-        return self.start("frontend", ["-m", "dynamo.frontend", f"--http-port={HTTP_PORT}",
-                                       f"--router-mode={router_mode}"])
-
-    def worker(self, name, system_port, *extra, env=None):
-        """A stand-in with the arguments and environment the chart gives the worker container."""
-        args = [str(STANDIN), f"--model-path={self.model_path}", f"--served-model-name={MODEL}",
-                f"--extra-engine-args={self.engine_yaml}", *extra]
-        return self.start(name, args, env={"DYN_TCP_RPC_HOST": "127.0.0.1", "DYN_SYSTEM_PORT": str(system_port),
-                                           "HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1", **(env or {})})
-
-    @staticmethod
-    def system_url(port):
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self):
-        for process in self.processes:
-            process.stop()
+    return by_hand.python()
 
 
 @pytest.fixture
-def deployment(tmp_path, dynamo_python):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    with loopback_namespace() as prefix, \
-            servers.etcd_server(tmp_path / "etcd", prefix=prefix) as etcd, \
-            servers.nats_server(tmp_path / "nats", prefix=prefix) as nats:
-        deployment = Deployment(prefix, tmp_path, etcd, nats, dynamo_python)
-        try:
-            yield deployment
-        finally:
-            deployment.stop()
+def deployment(tmp_path):
+    with by_hand.started(tmp_path) as started:
+        yield started
 
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -152,21 +48,6 @@ def http(url, body=None, timeout=REQUEST_TIMEOUT):
             return e.code, e.read().decode()
     except OSError as e:
         return None, str(e)
-
-
-def wait_for(what, condition, processes, timeout=DEADLINE):
-    """Poll `condition` until it gives something true, which is returned; fails when a process exits or the
-    deadline passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process in processes:
-            if not process.alive():
-                pytest.fail(f"{process.log.name} exited with {process.popen.returncode} while waiting for {what}:\n"
-                            f"{process.tail()}")
-        if result := condition():
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"no {what} within {timeout}s:\n" + "\n".join(f"--- {p.log.name}\n{p.tail()}" for p in processes))
 
 
 def listed_models(deployment):
@@ -190,7 +71,7 @@ def chat(deployment, content, max_tokens=8, stream=False):
     return body
 
 
-def served_by(workers, response):
+def served_by(deployment, workers, response):
     """The worker id that served a chat completion, from the stand-ins' logs: the request id the worker logs is
     the completion's id without its chatcmpl- prefix."""
     request_id = json.loads(response)["id"].removeprefix("chatcmpl-")
@@ -202,13 +83,13 @@ def served_by(workers, response):
                     return int(match[2])
         return None
 
-    return wait_for(f"the log line of request {request_id}", find, workers, timeout=5)
+    return deployment.wait_for(f"the log line of request {request_id}", find, timeout=5)
 
 
 def test_serves_the_chart_worker_through_the_real_frontend(deployment):
     """With the chart's arguments, environment and engine.yaml: the worker's /health is 503 until the model is
     registered, then 200; the frontend lists the model and serves chat completions, plain and streamed."""
-    frontend = deployment.frontend("round-robin")
+    deployment.frontend("round-robin")
     worker = deployment.worker("worker", SYSTEM_PORTS[0])
     health = deployment.system_url(SYSTEM_PORTS[0]) + "/health"
     answers = []
@@ -219,14 +100,14 @@ def test_serves_the_chart_worker_through_the_real_frontend(deployment):
             answers.append(status)
         return status == 200
 
-    wait_for("healthy worker", healthy, [frontend, worker])
+    deployment.wait_for("healthy worker", healthy)
     assert answers == [503, 200]
     log = worker.log.read_text()
     assert "dynamo.trtllm stand-in (TensorRT-LLM cannot run here" in log.splitlines()[0]
     assert f"registered {MODEL} at {deployment.model_path}" in log
 
-    wait_for("the model on /v1/models", lambda: MODEL in listed_models(deployment), [frontend, worker])
-    wait_for("the worker at the frontend", lambda: worker_instances(deployment), [frontend, worker])
+    deployment.wait_for("the model on /v1/models", lambda: MODEL in listed_models(deployment))
+    deployment.wait_for("the worker at the frontend", lambda: worker_instances(deployment))
     answer = json.loads(chat(deployment, "hello there", max_tokens=8))
     choice = answer["choices"][0]
     assert choice["message"]["content"].strip()
@@ -249,7 +130,7 @@ def test_an_idle_worker_stays_healthy_by_answering_the_health_check_payload(depl
                                                                "DYN_CANARY_WAIT_TIME": "1"})
     canary = re.compile(r"served by worker \d+: 1 prompt tokens \(0 cached\), 1 to generate")
     # The first canary may find no instance yet (Dynamo marks the endpoint not ready until the next one).
-    wait_for("two answered health checks", lambda: len(canary.findall(worker.log.read_text())) >= 2, [worker])
+    deployment.wait_for("two answered health checks", lambda: len(canary.findall(worker.log.read_text())) >= 2)
     assert http(deployment.system_url(SYSTEM_PORTS[0]) + "/health")[0] == 200
 
 
@@ -282,15 +163,14 @@ def test_refuses_extra_engine_args_that_trtllm_cannot_read(tmp_path, dynamo_pyth
 def two_workers(deployment, router_mode):
     """A frontend with this router mode and two stand-ins publishing KV events and metrics, both healthy and
     discovered by the frontend; returns the stand-ins' processes."""
-    frontend = deployment.frontend(router_mode)
+    deployment.frontend(router_mode)
     workers = [deployment.worker(f"worker{i}", port, "--publish-events-and-metrics")
                for i, port in enumerate(SYSTEM_PORTS)]
-    everything = [frontend, *workers]
     for port in SYSTEM_PORTS:
         health = deployment.system_url(port) + "/health"
-        wait_for(f"healthy worker on {port}", lambda h=health: http(h, timeout=2)[0] == 200, everything)
-    wait_for("both workers at the frontend", lambda: len(worker_instances(deployment)) == 2, everything)
-    wait_for("the model on /v1/models", lambda: MODEL in listed_models(deployment), everything)
+        deployment.wait_for(f"healthy worker on {port}", lambda h=health: http(h, timeout=2)[0] == 200)
+    deployment.wait_for("both workers at the frontend", lambda: len(worker_instances(deployment)) == 2)
+    deployment.wait_for("the model on /v1/models", lambda: MODEL in listed_models(deployment))
     return workers
 
 
@@ -298,8 +178,8 @@ def test_kv_router_sends_a_repeated_prompt_to_the_worker_that_cached_it(deployme
     """The stand-ins' KV events tell the frontend's KV router which worker holds a prompt's blocks: once served,
     a long prompt keeps going to that worker (without the events the router spreads it by load)."""
     workers = two_workers(deployment, "kv")
-    first = served_by(workers, chat(deployment, LONG_PROMPT, max_tokens=4))
-    repeats = [served_by(workers, chat(deployment, LONG_PROMPT, max_tokens=4)) for _ in range(REPEATS)]
+    first = served_by(deployment, workers, chat(deployment, LONG_PROMPT, max_tokens=4))
+    repeats = [served_by(deployment, workers, chat(deployment, LONG_PROMPT, max_tokens=4)) for _ in range(REPEATS)]
     assert repeats == [first] * REPEATS
     line = re.compile(rf"served by worker {first}: \d+ prompt tokens \((\d+) cached")
     cached = [int(n) for w in workers for n in line.findall(w.log.read_text())]
@@ -309,6 +189,6 @@ def test_kv_router_sends_a_repeated_prompt_to_the_worker_that_cached_it(deployme
 def test_round_robin_alternates_a_repeated_prompt(deployment):
     """The same prompt with --router-mode=round-robin goes to each worker in turn, KV events or not."""
     workers = two_workers(deployment, "round-robin")
-    served = [served_by(workers, chat(deployment, LONG_PROMPT, max_tokens=4)) for _ in range(REPEATS)]
+    served = [served_by(deployment, workers, chat(deployment, LONG_PROMPT, max_tokens=4)) for _ in range(REPEATS)]
     assert len(set(served)) == 2
     assert all(a != b for a, b in zip(served, served[1:], strict=False)), served

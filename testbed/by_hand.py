@@ -1,0 +1,104 @@
+"""Dynamo started by hand, without the chart: etcd, NATS (JetStream), the real frontend and the stand-in engine
+(testbed/trtllm_standin.py) as processes in one test host (testbed/netns.py), given what the chart gives the
+worker container (its arguments, environment and engine.yaml, rendered from the chart). For the stand-in's own
+tests, and as make bench's baseline for a request through the chart's release."""
+
+import contextlib
+import os
+import subprocess
+import time
+
+import yaml
+
+from hack import dynamo_runtime
+from testbed import model_files, servers
+from testbed.helm import CHART, ROOT, environment_values, helm_executable
+from testbed.netns import network_host
+
+MODEL = "Qwen/Qwen3-8B"
+STANDIN = ROOT / "testbed" / "trtllm_standin.py"
+HTTP_PORT = 8000
+DEADLINE = 60.0  # seconds for anything to start
+
+
+def python(env="ipoib"):
+    """The Python of the Dynamo runtime an environment's image carries (`make dynamo-runtime`)."""
+    return str(dynamo_runtime.for_image(environment_values(env)["image"]["tag"]) / "bin" / "python")
+
+
+def engine_yaml(env="ipoib"):
+    """The engine.yaml the chart renders for an environment's worker."""
+    out = subprocess.run([helm_executable(4), "template", "dynamo", str(CHART), "-f",
+                          str(ROOT / "values" / f"{env}.yaml"), "-s", "templates/worker/configmap-engine.yaml"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    return yaml.safe_load(out)["data"]["engine.yaml"]
+
+
+class Deployment:
+    """etcd, NATS and the Dynamo processes started in one test host; `url` is the frontend's. Every process is
+    stopped (SIGTERM, then SIGKILL) when the block ends."""
+
+    def __init__(self, host, directory, etcd, nats):
+        self.host, self.directory = host, directory
+        self.processes = []
+        self.hf_home = directory / "hf"
+        self.model_path = model_files.put_in_hf_cache(self.hf_home, MODEL)
+        self.engine_yaml = directory / "engine.yaml"
+        self.engine_yaml.write_text(engine_yaml())
+        self.python = python()
+        self.env = {"PATH": os.environ["PATH"], "HOME": str(directory), "ETCD_ENDPOINTS": etcd.url,
+                    "NATS_SERVER": nats.url, "DYN_HTTP_GRACEFUL_SHUTDOWN_TIMEOUT_SECS": "0"}
+        self.url = f"http://{host.address}:{HTTP_PORT}"
+
+    def start(self, name, args, env=None):
+        process = servers.Process([*self.host.prefix, self.python, *args], self.directory / f"{name}.log",
+                                  env={**self.env, **(env or {})})
+        self.processes.append(process)
+        return process
+
+    def frontend(self, router_mode="round-robin"):
+        return self.start("frontend", ["-m", "dynamo.frontend", f"--http-port={HTTP_PORT}",
+                                       f"--router-mode={router_mode}"])
+
+    def worker(self, name, system_port, *extra, env=None):
+        """A stand-in with the arguments and environment the chart gives the worker container."""
+        args = [str(STANDIN), f"--model-path={self.model_path}", f"--served-model-name={MODEL}",
+                f"--extra-engine-args={self.engine_yaml}", *extra]
+        return self.start(name, args, env={"DYN_TCP_RPC_HOST": self.host.address,
+                                           "DYN_SYSTEM_PORT": str(system_port), "HF_HOME": str(self.hf_home),
+                                           "HF_HUB_OFFLINE": "1", **(env or {})})
+
+    def system_url(self, port):
+        return f"http://{self.host.address}:{port}"
+
+    def wait_for(self, what, condition, timeout=DEADLINE):
+        """Poll `condition` until it gives something true, which is returned; RuntimeError when a process
+        exits or the deadline passes, with the ends of their logs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                if not process.alive():
+                    raise RuntimeError(f"{process.log.name} exited with {process.popen.returncode} while waiting "
+                                       f"for {what}:\n{process.tail()}")
+            if result := condition():
+                return result
+            time.sleep(0.05)
+        raise RuntimeError(f"no {what} within {timeout}s:\n" + "\n".join(
+            f"--- {p.log.name}\n{p.tail()}" for p in self.processes))
+
+    def stop(self):
+        for process in self.processes:
+            process.stop()
+
+
+@contextlib.contextmanager
+def started(directory):
+    """A test host holding etcd and NATS, ready for the Dynamo processes a caller starts: yields a Deployment."""
+    with network_host() as host, \
+            servers.etcd_server(directory / "etcd", host=host.address, prefix=host.prefix) as etcd, \
+            servers.nats_server(directory / "nats", host=host.address, prefix=host.prefix) as nats:
+        deployment = Deployment(host, directory, etcd, nats)
+        try:
+            yield deployment
+        finally:
+            deployment.stop()
