@@ -44,6 +44,8 @@ DEFINITIONS = {
                     "max_tokens": {"type": ["integer", "null"], "minimum": 1},
                     "enable_block_reuse": {"type": "boolean"},
                     "enable_partial_reuse": {"type": "boolean"},
+                    # TensorRT-LLM: a power of two greater than 1 (docs/source/features/kvcache.md); 32 by default.
+                    "tokens_per_block": {"type": "integer", "enum": [2 ** n for n in range(1, 11)]},
                 },
             },
         },

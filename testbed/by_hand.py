@@ -1,7 +1,7 @@
 """Dynamo started by hand, without the chart: etcd, NATS (JetStream), the real frontend and the stand-in engine
 (testbed/trtllm_standin.py) as processes in one test host (testbed/netns.py), given what the chart gives the
-worker container (its arguments, environment and engine.yaml, rendered from the chart). For the stand-in's own
-tests, and as make bench's baseline for a request through the chart's release."""
+worker container (its arguments and engine.yaml, rendered from the chart, and its environment). For the
+stand-in's own tests, and as make bench's baseline for a request through the chart's release."""
 
 import contextlib
 import os
@@ -26,25 +26,33 @@ def python(env="ipoib"):
     return str(dynamo_runtime.for_image(environment_values(env)["image"]["tag"]) / "bin" / "python")
 
 
-def engine_yaml(env="ipoib"):
-    """The engine.yaml the chart renders for an environment's worker."""
+def chart_worker(values=None, env="ipoib"):
+    """(the worker container's args, its engine.yaml) as the chart renders them for an environment and more
+    values."""
     out = subprocess.run([helm_executable(4), "template", "dynamo", str(CHART), "-f",
-                          str(ROOT / "values" / f"{env}.yaml"), "-s", "templates/worker/configmap-engine.yaml"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    return yaml.safe_load(out)["data"]["engine.yaml"]
+                          str(ROOT / "values" / f"{env}.yaml"), "-f", "-", "-s", "templates/worker/statefulset.yaml",
+                          "-s", "templates/worker/configmap-engine.yaml"],
+                         input=yaml.safe_dump(values or {}), capture_output=True, text=True, check=True,
+                         timeout=60).stdout
+    objects = {o["kind"]: o for o in yaml.safe_load_all(out) if o}
+    worker = next(c for c in objects["StatefulSet"]["spec"]["template"]["spec"]["containers"] if c["name"] == "worker")
+    return worker["args"], objects["ConfigMap"]["data"]["engine.yaml"]
 
 
 class Deployment:
-    """etcd, NATS and the Dynamo processes started in one test host; `url` is the frontend's. Every process is
-    stopped (SIGTERM, then SIGKILL) when the block ends."""
+    """etcd, NATS and the Dynamo processes started in one test host; `url` is the frontend's; the workers get the
+    arguments and engine.yaml the chart renders with `values`. Every process is stopped (SIGTERM, then SIGKILL)
+    when the block ends."""
 
-    def __init__(self, host, directory, etcd, nats):
+    def __init__(self, host, directory, etcd, nats, values=None):
         self.host, self.directory = host, directory
         self.processes = []
         self.hf_home = directory / "hf"
         self.model_path = model_files.put_in_hf_cache(self.hf_home, MODEL)
+        args, engine = chart_worker(values)
         self.engine_yaml = directory / "engine.yaml"
-        self.engine_yaml.write_text(engine_yaml())
+        self.engine_yaml.write_text(engine)
+        self.args = [a.replace("/etc/dynamo/engine/engine.yaml", str(self.engine_yaml)) for a in args]
         self.python = python()
         self.env = {"PATH": os.environ["PATH"], "HOME": str(directory), "ETCD_ENDPOINTS": etcd.url,
                     "NATS_SERVER": nats.url, "DYN_HTTP_GRACEFUL_SHUTDOWN_TIMEOUT_SECS": "0"}
@@ -60,10 +68,10 @@ class Deployment:
         return self.start("frontend", ["-m", "dynamo.frontend", f"--http-port={HTTP_PORT}",
                                        f"--router-mode={router_mode}"])
 
-    def worker(self, name, system_port, *extra, env=None):
-        """A stand-in with the arguments and environment the chart gives the worker container."""
-        args = [str(STANDIN), f"--model-path={self.model_path}", f"--served-model-name={MODEL}",
-                f"--extra-engine-args={self.engine_yaml}", *extra]
+    def worker(self, name, system_port, *extra, env=None, args=None):
+        """A stand-in with the arguments (by default the chart's) and environment the chart gives the worker
+        container."""
+        args = [str(STANDIN), f"--model-path={self.model_path}", *(self.args if args is None else args), *extra]
         return self.start(name, args, env={"DYN_TCP_RPC_HOST": self.host.address,
                                            "DYN_SYSTEM_PORT": str(system_port), "HF_HOME": str(self.hf_home),
                                            "HF_HUB_OFFLINE": "1", **(env or {})})
@@ -92,12 +100,12 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def started(directory):
+def started(directory, values=None):
     """A test host holding etcd and NATS, ready for the Dynamo processes a caller starts: yields a Deployment."""
     with network_host() as host, \
             servers.etcd_server(directory / "etcd", host=host.address, prefix=host.prefix) as etcd, \
             servers.nats_server(directory / "nats", host=host.address, prefix=host.prefix) as nats:
-        deployment = Deployment(host, directory, etcd, nats)
+        deployment = Deployment(host, directory, etcd, nats, values)
         try:
             yield deployment
         finally:

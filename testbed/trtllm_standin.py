@@ -115,11 +115,14 @@ def chained_block_hashes(token_ids, block_size):
 
 class Engine:
     """The trivial engine, with a prefix cache of full blocks per worker (reported as cached tokens, as TensorRT-LLM
-    reports reused blocks) and, when a publisher is given, the KV events and load metrics of publisher.py."""
+    reports reused blocks) and, when a publisher is given, the KV events and load metrics of publisher.py. Its blocks
+    hold `block_size` tokens (the engine's kv_cache_config.tokens_per_block); the events are published as
+    publisher.py does with Dynamo's `kv_block_size`."""
 
-    def __init__(self, tokenizer, block_size, worker_id, kv_events=None, metrics=None):
+    def __init__(self, tokenizer, block_size, kv_block_size, worker_id, kv_events=None, metrics=None):
         self.tokens = ordinary_tokens(tokenizer)
         self.block_size = block_size
+        self.kv_block_size = kv_block_size
         self.worker_id = worker_id
         self.kv_events = kv_events
         self.metrics = metrics
@@ -139,7 +142,15 @@ class Engine:
         new = hashes[held:]
         if new:
             self.cached.update(new)
-            if self.kv_events is not None:
+            # publisher.py _handle_kv_event: a block larger than kv_block_size drops the whole event (logged as an
+            # error), a smaller one is partial and ends it; the engine's blocks are all of one size.
+            if self.block_size > self.kv_block_size:
+                logging.error(f"Block {new[0]} contains {self.block_size} tokens, which is greater than kv_block_size "
+                              f"{self.kv_block_size}")
+            elif self.block_size < self.kv_block_size:
+                logging.debug(f"Early stop when block {new[0]} containing {self.block_size} tokens not equal to "
+                              f"kv_block_size {self.kv_block_size}")
+            elif self.kv_events is not None:
                 self.event_id += 1
                 self.kv_events.publish_stored(
                     self.event_id,
@@ -219,7 +230,9 @@ async def worker():
         except json.JSONDecodeError as e:
             logging.error(f"Failed to parse override_engine_args as JSON: {e}")
             sys.exit(1)
-    logging.info(f"TensorRT-LLM engine args (not used by the stand-in's engine): {engine_args}")
+    logging.info(f"TensorRT-LLM engine args (the stand-in's engine reads only its block size): {engine_args}")
+    # The engine's KV block size: kv_cache_config.tokens_per_block, 32 by default (TensorRT-LLM's KvCacheConfig).
+    block_size = (engine_args.get("kv_cache_config") or {}).get("tokens_per_block", 32)
 
     loop = asyncio.get_running_loop()
     os.environ["DYN_EVENT_PLANE"] = config.event_plane
@@ -257,7 +270,7 @@ async def worker():
 
     worker_id = int(endpoint.connection_id())
     if not config.publish_events_and_metrics:
-        engine = Engine(tokenizer.tokenizer, config.kv_block_size, worker_id)
+        engine = Engine(tokenizer.tokenizer, block_size, config.kv_block_size, worker_id)
         await endpoint.serve_endpoint(engine.generate, health_check_payload=health_check_payload)
         return
 
@@ -275,7 +288,8 @@ async def worker():
     metrics_endpoint = asyncio.create_task(create_metrics_endpoint())  # as publisher.py initialize() does
     kv_events = KvEventPublisher(component, worker_id, config.kv_block_size, dp_rank=0,
                                  enable_local_indexer=config.enable_local_indexer)
-    engine = Engine(tokenizer.tokenizer, config.kv_block_size, worker_id, kv_events=kv_events, metrics=metrics)
+    engine = Engine(tokenizer.tokenizer, block_size, config.kv_block_size, worker_id, kv_events=kv_events,
+                    metrics=metrics)
     try:
         await endpoint.serve_endpoint(engine.generate, metrics_labels=metrics_labels,
                                       health_check_payload=health_check_payload)

@@ -11,7 +11,7 @@ The rules of one worker group run for each group, and a group's messages start w
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
 {{- $g := dict }}
 {{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
-{{- range $rule := list "workerName" "snapshot" "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "startPolicy" }}
+{{- range $rule := list "workerName" "snapshot" "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "kvBlockSize" "startPolicy" }}
 {{- range include (printf "dynamo-offloading.validateValues.%s" $rule) $g | splitList "\n" | compact }}
 {{- $messages = append $messages (ternary (printf "worker.groups.%s: %s" $name .) . (ne $name "")) }}
 {{- end }}
@@ -296,6 +296,18 @@ kvbm.leaderWorkerInitTimeoutSeconds: {{ $timeout }} s is less than the estimated
 {{- $needed := addf (mulf $cpu 1e9) $shm (mulf (float64 .Values.worker.memoryHeadroomGi) 1073741824.0) }}
 {{- if lt (include "dynamo-offloading.quantityBytes" $limits.memory | float64) $needed }}
 worker.resources.limits.memory: {{ $limits.memory }} is below the pinned KVBM CPU tier ({{ .Values.kvbm.cpuCacheGB }} GB) plus worker.shmSize ({{ .Values.worker.shmSize | default 0 }}) plus worker.memoryHeadroomGi ({{ .Values.worker.memoryHeadroomGi }} GiB); raise it to at least {{ ceil (divf $needed 1073741824.0) | int }}Gi or unset it to derive it
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The worker's --kv-block-size follows the engine's block size (worker.kvBlockSize): one given by hand could
+differ, and then no KV event reaches the router.
+*/}}
+{{- define "dynamo-offloading.validateValues.kvBlockSize" -}}
+{{- range .Values.worker.extraArgs }}
+{{- if hasPrefix "--kv-block-size" . }}
+worker.extraArgs: {{ . }} is set by the chart from the engine's block size; set worker.engine.kv_cache_config.tokens_per_block instead (now {{ include "dynamo-offloading.worker.kvBlockSize" $ }})
 {{- end }}
 {{- end }}
 {{- end }}

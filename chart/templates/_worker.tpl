@@ -106,6 +106,17 @@ TRT-LLM engine config: the seed's engine settings, the KVBM connector, then extr
 {{- end }}
 
 {{/*
+The engine's KV block size: kv_cache_config.tokens_per_block of the engine config, else TensorRT-LLM's default
+(32, KvCacheConfig in tensorrt_llm/llmapi/llm_args.py). dynamo.trtllm registers and publishes KV events with its
+own --kv-block-size (default 32) and drops every cached block of another size (dynamo/trtllm/publisher.py
+_handle_kv_event), which would leave the KV router blind; the worker passes this one.
+*/}}
+{{- define "dynamo-offloading.worker.kvBlockSize" -}}
+{{- $engine := include "dynamo-offloading.worker.engineConfig" . | fromYaml }}
+{{- int (dig "kv_cache_config" "tokens_per_block" 32 $engine) }}
+{{- end }}
+
+{{/*
 The worker's /dev/shm in GiB, rounded up: a memory volume, charged to the pod's memory.
 */}}
 {{- define "dynamo-offloading.worker.shmGi" -}}

@@ -169,3 +169,18 @@ def test_workers_publish_kv_events_only_for_the_kv_router(mode):
     assert f"--router-mode={mode}" in container(one(objects, "Deployment", "frontend"), "frontend")["args"]
     worker_args = container(one(objects, "StatefulSet", "worker"), "worker")["args"]
     assert ("--publish-events-and-metrics" in worker_args) == (mode == "kv")
+
+
+@pytest.mark.parametrize("engine,expected", [
+    ({}, 32),  # TensorRT-LLM's KvCacheConfig.tokens_per_block default
+    ({"engine": {"kv_cache_config": {"tokens_per_block": 64}}}, 64),
+    ({"extraEngineArgs": {"kv_cache_config": {"tokens_per_block": 16}}}, 16),
+])
+def test_the_worker_registers_the_engines_kv_block_size(engine, expected):
+    """dynamo.trtllm registers and publishes KV events in blocks of --kv-block-size and drops cached blocks of
+    another size (dynamo/trtllm/publisher.py): it must be the engine's own, or the KV router learns nothing."""
+    objects = render(environment_values("ipoib"), {"worker": engine})
+    worker = one(objects, "StatefulSet", "worker")
+    engine_yaml = yaml.safe_load(one(objects, "ConfigMap", "engine-config")["data"]["engine.yaml"])
+    assert engine_yaml["kv_cache_config"].get("tokens_per_block", 32) == expected
+    assert f"--kv-block-size={expected}" in container(worker, "worker")["args"]

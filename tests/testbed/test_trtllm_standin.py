@@ -160,11 +160,11 @@ def test_refuses_extra_engine_args_that_trtllm_cannot_read(tmp_path, dynamo_pyth
     assert error in run.stderr
 
 
-def two_workers(deployment, router_mode):
-    """A frontend with this router mode and two stand-ins publishing KV events and metrics, both healthy and
-    discovered by the frontend; returns the stand-ins' processes."""
+def two_workers(deployment, router_mode, args=None):
+    """A frontend with this router mode and two stand-ins publishing KV events and metrics (with `args`, by
+    default the chart's), both healthy and discovered by the frontend; returns the stand-ins' processes."""
     deployment.frontend(router_mode)
-    workers = [deployment.worker(f"worker{i}", port, "--publish-events-and-metrics")
+    workers = [deployment.worker(f"worker{i}", port, "--publish-events-and-metrics", args=args)
                for i, port in enumerate(SYSTEM_PORTS)]
     for port in SYSTEM_PORTS:
         health = deployment.system_url(port) + "/health"
@@ -192,3 +192,25 @@ def test_round_robin_alternates_a_repeated_prompt(deployment):
     served = [served_by(deployment, workers, chat(deployment, LONG_PROMPT, max_tokens=4)) for _ in range(REPEATS)]
     assert len(set(served)) == 2
     assert all(a != b for a, b in zip(served, served[1:], strict=False)), served
+
+
+@pytest.mark.parametrize("by_chart", [True, False], ids=["the-charts-kv-block-size", "dynamos-default"])
+def test_kv_events_reach_the_router_only_in_the_engines_block_size(tmp_path, by_chart):
+    """An engine of 64-token blocks: with the chart's --kv-block-size (the engine's tokens_per_block) the router
+    learns which worker holds a prompt; with Dynamo's default of 32, dynamo.trtllm drops every cached block as too
+    large (publisher.py), and the router never sees a cached block."""
+    values = {"worker": {"engine": {"kv_cache_config": {"tokens_per_block": 64}}}}
+    with by_hand.started(tmp_path, values) as deployment:
+        assert "--kv-block-size=64" in deployment.args
+        args = deployment.args if by_chart else [a for a in deployment.args if not a.startswith("--kv-block-size")]
+        workers = two_workers(deployment, "kv", args)
+        first = served_by(deployment, workers, chat(deployment, LONG_PROMPT, max_tokens=4))
+        repeats = [served_by(deployment, workers, chat(deployment, LONG_PROMPT, max_tokens=4)) for _ in range(4)]
+        routed = [int(n) for n in re.findall(r"Selected worker: .*, cached blocks: (\d+)",
+                                             (tmp_path / "frontend.log").read_text())]
+        assert len(routed) == 5, routed
+        if by_chart:
+            assert repeats == [first] * 4 and all(routed[1:]), routed
+        else:
+            assert not any(routed), routed
+            assert "which is greater than kv_block_size 32" in "".join(w.log.read_text() for w in workers)
