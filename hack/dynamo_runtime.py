@@ -20,8 +20,9 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PINS = ROOT / "hack" / "dynamo"
 DONE = ".installed"
-# The Dynamo runtime image's tag -> the release from the package index that runs in its place here.
-IMAGE_RELEASES = {"0.9.0": "0.9.0"}
+# The Dynamo runtime image's tag -> the release from the package index that runs in its place here (the newest
+# tensorrtllm-runtime image of the 1.6 line is 1.6.0; its runtime's newest release is 1.6.1).
+IMAGE_RELEASES = {"0.9.0": "0.9.0", "1.6.0": "1.6.1"}
 
 
 def versions():

@@ -12,7 +12,7 @@ import yaml
 
 from hack import dynamo_runtime
 from testbed import model_files, servers
-from testbed.helm import CHART, ROOT, environment_values, helm_executable
+from testbed.helm import CHART, ROOT, helm_executable
 from testbed.netns import network_host
 
 MODEL = "Qwen/Qwen3-8B"
@@ -21,14 +21,14 @@ HTTP_PORT = 8000
 DEADLINE = 60.0  # seconds for anything to start
 
 
-def python(env="ipoib"):
-    """The Python of the Dynamo runtime an environment's image carries (`make dynamo-runtime`)."""
-    return str(dynamo_runtime.for_image(environment_values(env)["image"]["tag"]) / "bin" / "python")
+def python(image):
+    """The Python of the Dynamo runtime that stands for a Dynamo image (`make dynamo-runtime`)."""
+    return str(dynamo_runtime.for_image(image.rsplit(":", 1)[1]) / "bin" / "python")
 
 
 def chart_worker(values=None, env="ipoib"):
-    """(the worker container's args, its engine.yaml) as the chart renders them for an environment and more
-    values."""
+    """(the worker container's args, its engine.yaml, its image) as the chart renders them for an environment and
+    more values."""
     out = subprocess.run([helm_executable(4), "template", "dynamo", str(CHART), "-f",
                           str(ROOT / "values" / f"{env}.yaml"), "-f", "-", "-s", "templates/worker/statefulset.yaml",
                           "-s", "templates/worker/configmap-engine.yaml"],
@@ -36,7 +36,7 @@ def chart_worker(values=None, env="ipoib"):
                          timeout=60).stdout
     objects = {o["kind"]: o for o in yaml.safe_load_all(out) if o}
     worker = next(c for c in objects["StatefulSet"]["spec"]["template"]["spec"]["containers"] if c["name"] == "worker")
-    return worker["args"], objects["ConfigMap"]["data"]["engine.yaml"]
+    return worker["args"], objects["ConfigMap"]["data"]["engine.yaml"], worker["image"]
 
 
 class Deployment:
@@ -49,11 +49,11 @@ class Deployment:
         self.processes = []
         self.hf_home = directory / "hf"
         self.model_path = model_files.put_in_hf_cache(self.hf_home, MODEL)
-        args, engine = chart_worker(values)
+        args, engine, image = chart_worker(values)
         self.engine_yaml = directory / "engine.yaml"
         self.engine_yaml.write_text(engine)
         self.args = [a.replace("/etc/dynamo/engine/engine.yaml", str(self.engine_yaml)) for a in args]
-        self.python = python()
+        self.python = python(image)
         self.env = {"PATH": os.environ["PATH"], "HOME": str(directory), "ETCD_ENDPOINTS": etcd.url,
                     "NATS_SERVER": nats.url, "DYN_HTTP_GRACEFUL_SHUTDOWN_TIMEOUT_SECS": "0"}
         self.url = f"http://{host.address}:{HTTP_PORT}"

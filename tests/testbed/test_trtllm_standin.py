@@ -24,12 +24,22 @@ SERVED = re.compile(r"request (\S+) served by worker (\d+)")
 
 @pytest.fixture(scope="module")
 def dynamo_python():
-    return by_hand.python()
+    return by_hand.python(by_hand.chart_worker()[2])
+
+
+RELEASES = {"0.9.0": {}, "1.6.0": {"image": {"tag": "1.6.0"}}}  # runtime image tag -> values
 
 
 @pytest.fixture
 def deployment(tmp_path):
     with by_hand.started(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture(params=RELEASES, ids=lambda tag: f"image-{tag}")
+def any_release(request, tmp_path):
+    """A deployment of each Dynamo release the chart runs."""
+    with by_hand.started(tmp_path, RELEASES[request.param]) as started:
         yield started
 
 
@@ -60,7 +70,8 @@ def worker_instances(deployment):
     status, body = http(deployment.url + "/health", timeout=2)
     if status != 200:
         return set()
-    return {i["instance_id"] for i in json.loads(body).get("instances", []) if i["component"] == "tensorrt_llm"}
+    return {i["instance_id"] for i in json.loads(body).get("instances", [])
+            if i["endpoint"] == "generate" and i["component"] != "kv-router"}  # the KV router registers too
 
 
 def chat(deployment, content, max_tokens=8, stream=False):
@@ -86,9 +97,10 @@ def served_by(deployment, workers, response):
     return deployment.wait_for(f"the log line of request {request_id}", find, timeout=5)
 
 
-def test_serves_the_chart_worker_through_the_real_frontend(deployment):
+def test_serves_the_chart_worker_through_the_real_frontend(any_release):
     """With the chart's arguments, environment and engine.yaml: the worker's /health is 503 until the model is
     registered, then 200; the frontend lists the model and serves chat completions, plain and streamed."""
+    deployment = any_release
     deployment.frontend("round-robin")
     worker = deployment.worker("worker", SYSTEM_PORTS[0])
     health = deployment.system_url(SYSTEM_PORTS[0]) + "/health"
@@ -134,15 +146,21 @@ def test_an_idle_worker_stays_healthy_by_answering_the_health_check_payload(depl
     assert http(deployment.system_url(SYSTEM_PORTS[0]) + "/health")[0] == 200
 
 
-@pytest.mark.parametrize("flag", ["--publish-kv-events", "--publish-metrics"])
-def test_refuses_a_flag_dynamo_0_9_0_does_not_know(tmp_path, dynamo_python, flag):
-    """Dynamo 1.x's flags make 0.9.0's parser exit 2, before anything starts. (`--model`, 1.x's name of
-    --model-path, is no such flag: argparse takes it as an abbreviation of --model-path.)"""
+@pytest.mark.parametrize("tag,flag,code,error", [
+    ("0.9.0", "--publish-kv-events", 2, "error: unrecognized arguments: --publish-kv-events"),
+    ("0.9.0", "--publish-metrics", 2, "error: unrecognized arguments: --publish-metrics"),
+    ("1.6.0", "--store-kv=etcd", 1, "Unrecognized argument: --store-kv=etcd"),
+])
+def test_refuses_a_flag_its_dynamo_release_does_not_know(tmp_path, tag, flag, code, error):
+    """Each release's own parser refuses what it does not know before anything starts: 1.x's flags make 0.9.0's
+    exit 2 (argparse), 0.9.0's --store-kv makes 1.6.1's exit 1 (its parser of dynamic flags). (`--model`, 1.x's
+    name of --model-path, is no such flag for 0.9.0: argparse takes it as an abbreviation of --model-path.)"""
     model = model_files.write_model(tmp_path / "model")
-    run = subprocess.run([dynamo_python, str(STANDIN), f"--model-path={model}", f"--served-model-name={MODEL}", flag],
+    python = by_hand.python(by_hand.chart_worker({"image": {"tag": tag}})[2])
+    run = subprocess.run([python, str(STANDIN), f"--model-path={model}", f"--served-model-name={MODEL}", flag],
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2, run.stderr
-    assert f"error: unrecognized arguments: {flag}" in run.stderr
+    assert run.returncode == code, run.stderr
+    assert error in run.stderr
 
 
 @pytest.mark.parametrize("content, error", [(None, "FileNotFoundError"), ("- a list\n", "TypeError"),
