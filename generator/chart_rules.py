@@ -26,15 +26,20 @@ def helm_executable():
     return found
 
 
-def problems(values):
-    """The rule messages the chart fails with for `values` (a complete values dict), [] when it renders."""
-    async def render():
+def render(values):
+    """The chart's objects for `values` (a complete values dict), rendered with Helm."""
+    async def run():
         client = pyhelm3.Client(executable=helm_executable())
         chart = await client.get_chart(CHART)
-        await client.template_resources(chart, "release", values, namespace="default")
+        return [doc for doc in await client.template_resources(chart, "release", values, namespace="default") if doc]
 
+    return asyncio.run(run())
+
+
+def problems(values):
+    """The rule messages the chart fails with for `values` (a complete values dict), [] when it renders."""
     try:
-        asyncio.run(render())
+        render(values)
     except pyhelm3.errors.Error as err:
         text = str(err)
         if MARKER not in text:

@@ -64,7 +64,8 @@ def problems():
     validator = jsonschema.Draft7Validator(schema.build(root, "values"))
     jsonschema.Draft7Validator.check_schema(validator.schema)
     found = [f"defaults: {e.json_path}: {e.message}" for e in validator.iter_errors(root.defaults())]
-    found += consistency.problems(chart_metadata(), (ROOT / "hooks" / "pyproject.toml").read_text(), root.defaults())
+    found += consistency.problems(chart_metadata(), (ROOT / "hooks" / "pyproject.toml").read_text(), root.defaults(),
+                                  dynamo_images(root))
     for env in environments.load_all():
         merged = environments.overlay(root.defaults(), env.values)
         errors = list(validator.iter_errors(merged))
@@ -72,6 +73,22 @@ def problems():
         if not errors:
             found += [f"values/{env.name}.yaml: {message}" for message in chart_rules.problems(merged)]
     return found
+
+
+def dynamo_images(root):
+    """The frontend's image of each release line the values model allows, as the chart renders it with the
+    default image (in the first environment, complete where the defaults are not)."""
+    images = []
+    release = next(p for p in root.params() if p.path == ("dynamo", "release"))
+    env = environments.load_all()[0]
+    for line in release.schema["enum"]:
+        values = environments.overlay(environments.overlay(root.defaults(), env.values),
+                                      {"dynamo": {"release": line}, "image": root.defaults()["image"]})
+        frontend = next(o for o in chart_rules.render(values)
+                        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-frontend"))
+        images.append(next(c["image"] for c in frontend["spec"]["template"]["spec"]["containers"]
+                           if c["name"] == "frontend"))
+    return images
 
 
 def orphan_environment_files(files, root=ROOT):

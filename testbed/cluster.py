@@ -145,6 +145,19 @@ def delete_endpoint_slices(namespace, service):
                                   f"endpointslice.kubernetes.io/managed-by={SLICES_MANAGER}")
 
 
+DYNAMO_CRD = ROOT / "testbed" / "dynamoworkermetadata-crd.yaml"
+
+
+def install_dynamo_crd():
+    """Dynamo's DynamoWorkerMetadata CRD, as a cluster with Dynamo's platform has it, once Established."""
+    kubectl("apply", "--server-side", "-f", str(DYNAMO_CRD))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/dynamoworkermetadatas.nvidia.com")
+
+
+def remove_dynamo_crd():
+    kubectl("delete", "--ignore-not-found", "--wait", "-f", str(DYNAMO_CRD))
+
+
 def unique(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 

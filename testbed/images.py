@@ -2,7 +2,7 @@
 each image's own programs, or the substitution for what cannot run here, named as such.
 
 - the hooks image: `dynamo-hooks` installed in the project's .venv (the image's entrypoint);
-- the Dynamo runtime image: the real Dynamo runtime of the image's release (`make dynamo-runtime`), its
+- the Dynamo runtime image: the real Dynamo runtime of the release its tag names (`make dynamo-runtime`), its
   `python3` first on PATH; only `python3 -m dynamo.trtllm`, which needs TensorRT-LLM and a GPU, runs the
   stand-in engine testbed/trtllm_standin.py, which parses the same arguments and registers as it does;
 - the test Pod's curl image: this host's sh and curl;
@@ -12,6 +12,7 @@ each image's own programs, or the substitution for what cannot run here, named a
 Any other image cannot run here: its container is reported running and a test may play it (runner.exec)."""
 
 import dataclasses
+import functools
 import os
 import pathlib
 import sys
@@ -23,22 +24,25 @@ from testbed.helm import ROOT, chart_defaults
 @dataclasses.dataclass(frozen=True)
 class Image:
     """How a container of one image runs: `entrypoint` when its spec gives no command, `path` first on PATH,
-    `binds` (file on this host, path in the container) over the container's filesystem."""
+    `binds` (file on this host, path in the container) over the container's filesystem; `by_tag`, for an image
+    whose programs depend on its tag, gives the Image of a tag."""
 
     kind: str
     entrypoint: tuple = ()
     path: tuple = ()
     binds: tuple = ()
+    by_tag: object = None
 
 
 def lookup(found, image):
     """The Image of an image reference (registry/repository:tag@digest) in {repository: Image}: a repository
     matches with or without the registry in front of it."""
-    name = image.split("@")[0]
+    name, tag = image.split("@")[0], "latest"
     if ":" in name.rsplit("/", 1)[-1]:
-        name = name.rsplit(":", 1)[0]
-    return next((kind for repository, kind in found.items()
+        name, tag = name.rsplit(":", 1)
+    kind = next((kind for repository, kind in found.items()
                  if name == repository or name.endswith("/" + repository)), None)
+    return kind.by_tag(tag) if kind is not None and kind.by_tag else kind
 
 
 HOOKS = Image("hooks", entrypoint=(str(ROOT / ".venv" / "bin" / "dynamo-hooks"),))
@@ -55,12 +59,16 @@ def serving(values, workdir):
     workdir = pathlib.Path(workdir)
     found = hooks_only()
     found[values["tests"]["image"]["repository"]] = Image("curl")
-    image = values["image"]
-    venv = dynamo_runtime.for_image(image["tag"])
-    found[image["repository"]] = Image("dynamo", path=(str(dynamo_shims(venv, workdir)), str(venv / "bin")))
+    found[values["image"]["repository"]] = Image("dynamo", by_tag=functools.cache(lambda tag: dynamo(tag, workdir)))
     fuse = values["threefs"]["fuse"]
     found[fuse["image"]["repository"]] = Image("3fs-fuse", binds=((str(fuse_client(workdir)), fuse["binary"]),))
     return found
+
+
+def dynamo(tag, workdir):
+    """The Dynamo runtime image of this tag: the release that stands for it (hack/dynamo_runtime.py)."""
+    venv = dynamo_runtime.for_image(tag)
+    return Image("dynamo", path=(str(dynamo_shims(venv, workdir)), str(venv / "bin")))
 
 
 def dynamo_shims(venv, workdir):

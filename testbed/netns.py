@@ -68,6 +68,7 @@ class TestHost:
         self.name = f"dyn-e2e-{os.getpid()}-{number}"
         self.host_link = f"dy{os.getpid() % 100000}h{number}"
         self.bridge, network = subnet()
+        self.gateway = bridge_address()
         self.address = str(network.network_address + number)
         self.prefixlen = network.prefixlen
         self.closed = threading.Event()  # set when it is deleted: what serves inside it stops
@@ -87,6 +88,9 @@ class TestHost:
         ip("netns", "exec", self.name, "ip", "addr", "add", f"{self.address}/{self.prefixlen}", "dev", peer)
         ip("netns", "exec", self.name, "ip", "link", "set", peer, "up")
         ip("netns", "exec", self.name, "ip", "link", "set", "lo", "up")
+        # A default route, as a pod has: programs that find their own address by it (Dynamo's advertised
+        # addresses) find this one. Nothing is forwarded beyond this host.
+        ip("netns", "exec", self.name, "ip", "route", "add", "default", "via", self.gateway)
         return self
 
     def delete(self):

@@ -115,7 +115,7 @@ def peers_of(args):
 
     parsed = cli.build_parser().parse_args(args)
     found = {}
-    for conn in (parsed.etcd, parsed.nats):
+    for conn in cli.peers(parsed):
         source = ("service", *conn.service, conn.embedded) if conn.service else ("explicit", *conn.explicit)
         found[conn.name] = (source, conn.check)
     return found

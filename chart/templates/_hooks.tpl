@@ -31,7 +31,7 @@ pod IPs. A JSON list, empty when nothing is resolved.
 {{- define "dynamo-offloading.hooks.discoveryNamespaces" -}}
 {{- $namespaces := list }}
 {{- if .Values.worker.hostNetwork }}
-{{- range $name := list "etcd" "nats" }}
+{{- range $name := include "dynamo-offloading.dynamo.peers" . | fromJsonArray }}
 {{- $source := include "dynamo-offloading.peer.source" (dict "root" $ "name" $name "dns" false) | fromJson }}
 {{- with $source.namespace }}
 {{- $namespaces = append $namespaces . }}
@@ -44,7 +44,8 @@ pod IPs. A JSON list, empty when nothing is resolved.
 {{/*
 dynamo-hooks arguments that say where etcd and NATS are and how to check them, shared by the hook
 Job and the resolve sidecar (which waits for a required or warn check, and not for an off one):
-for each, peer.source as the worker sees it, with its check mode and the NATS client certificate.
+for each the Dynamo processes use (dynamo.peers), peer.source as the worker sees it, with its check mode
+and the NATS client certificate.
 */}}
 {{- define "dynamo-offloading.hooks.peerArgs" -}}
 {{- $root := . }}
@@ -52,7 +53,7 @@ for each, peer.source as the worker sees it, with its check mode and the NATS cl
 {{- if not $dns }}
 - --resolve
 {{- end }}
-{{- range $name := list "etcd" "nats" }}
+{{- range $name := include "dynamo-offloading.dynamo.peers" $root | fromJsonArray }}
 {{- $peer := include "dynamo-offloading.peer.source" (dict "root" $root "name" $name "dns" $dns) | fromJson }}
 {{- $_ := set $peer "check" (index $root.Values.hooks.preInstall.checks $name) }}
 {{- if and (eq $name "nats") $root.Values.nats.tls.enabled }}

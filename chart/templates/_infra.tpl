@@ -50,12 +50,15 @@ replaces the value with the pod IPs it resolves.
 {{- end }}
 
 {{/*
-Environment that points a Dynamo process at etcd and NATS, with credentials from Secrets and
-TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" $ "dns" bool).
+Environment that points a Dynamo process (and the hooks, which check for it) at etcd and NATS as far as it uses
+them (dynamo.peers), with credentials from Secrets and TLS files from dynamo-offloading.connection.volumeMounts.
+Context: (dict "root" $ "dns" bool).
 */}}
 {{- define "dynamo-offloading.connection.env" -}}
 {{- $etcd := .root.Values.etcd }}
-{{- $nats := .root.Values.nats -}}
+{{- $nats := .root.Values.nats }}
+{{- $peers := include "dynamo-offloading.dynamo.peers" .root | fromJsonArray }}
+{{- if has "etcd" $peers }}
 - name: ETCD_ENDPOINTS
   value: {{ include "dynamo-offloading.peer.address" (dict "root" .root "name" "etcd" "dns" .dns) | quote }}
 {{- with $etcd.auth.existingSecret }}
@@ -78,10 +81,13 @@ TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" 
   valueFrom:
     secretKeyRef: {name: {{ $etcd.tls.existingSecret }}, key: {{ $etcd.tls.keyKey }}}
 {{- end }}
+{{- end }}
+{{- if has "nats" $peers }}
+{{- /* NATS_SERVER only where NATS is used: a 1.x process connects to NATS whenever it is set. */}}
 - name: NATS_SERVER
   value: {{ include "dynamo-offloading.peer.address" (dict "root" .root "name" "nats" "dns" .dns) | quote }}
 {{- if $nats.tls.enabled }}
-# Read by Dynamo releases with NATS TLS support; Dynamo 0.9.0 has none.
+# The hooks' NATS check reads it, and Dynamo 1.x; Dynamo 0.9.0 has no NATS TLS settings.
 - name: NATS_TLS_CA_CERT_PATH
   value: /etc/dynamo/nats-tls/{{ $nats.tls.caKey }}
 {{- end }}
@@ -94,13 +100,21 @@ TLS files from dynamo-offloading.connection.volumeMounts. Context: (dict "root" 
     secretKeyRef: {name: {{ . }}, key: {{ $nats.auth.passwordKey }}}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+"true" when the Dynamo processes and the hooks reach NATS over TLS: NATS is used and nats.tls enabled, else "".
+*/}}
+{{- define "dynamo-offloading.connection.natsTls" -}}
+{{- if and .Values.nats.tls.enabled (has "nats" (include "dynamo-offloading.dynamo.peers" . | fromJsonArray)) }}true{{ end }}
+{{- end }}
 
 {{/*
 The NATS TLS Secret, mounted where dynamo-offloading.connection.env points (etcd's certificates
 go in as environment values).
 */}}
 {{- define "dynamo-offloading.connection.volumeMounts" -}}
-{{- if .Values.nats.tls.enabled }}
+{{- if include "dynamo-offloading.connection.natsTls" . }}
 - name: nats-tls
   mountPath: /etc/dynamo/nats-tls
   readOnly: true
@@ -108,7 +122,7 @@ go in as environment values).
 {{- end }}
 
 {{- define "dynamo-offloading.connection.volumes" -}}
-{{- if .Values.nats.tls.enabled }}
+{{- if include "dynamo-offloading.connection.natsTls" . }}
 - name: nats-tls
   secret:
     secretName: {{ .Values.nats.tls.existingSecret }}

@@ -37,7 +37,7 @@ spec:
     seccompProfile: {type: RuntimeDefault}
   containers:
     - name: downloader
-      image: {{ include "dynamo-offloading.image" .root.Values.image | quote }}
+      image: {{ include "dynamo-offloading.dynamo.image" .root | quote }}
       imagePullPolicy: {{ .root.Values.image.pullPolicy }}
       {{- include "dynamo-offloading.model.download" (dict "root" .root "env" (list (dict "name" "HOME" "value" "/tmp"))) | trim | nindent 6 }}
       resources:

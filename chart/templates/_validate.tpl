@@ -5,7 +5,7 @@ The rules of one worker group run for each group, and a group's messages start w
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "infraNames" }}
+{{- range $rule := list "podSecurity" "releaseLine" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "infraNames" }}
 {{- $messages = concat $messages (include (printf "dynamo-offloading.validateValues.%s" $rule) $ | splitList "\n" | compact) }}
 {{- end }}
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
@@ -41,7 +41,7 @@ template): their volumeClaimTemplates cannot change, so a new persistence settin
 half-way instead.
 */}}
 {{- define "dynamo-offloading.validateValues.persistence" -}}
-{{- range $name := list "etcd" "nats" }}
+{{- range $name := include "dynamo-offloading.dynamo.peers" . | fromJsonArray }}
 {{- $embedded := get (get $.Values $name) "embedded" }}
 {{- $sts := include "dynamo-offloading.component.fullname" (dict "root" $ "component" $name) }}
 {{- $live := lookup "apps/v1" "StatefulSet" $.Release.Namespace $sts | default dict }}
@@ -86,7 +86,7 @@ worker.model.snapshot: {{ $root.snapshot }} is a snapshot of {{ $root.repoId }},
 {{- end }}
 
 {{- define "dynamo-offloading.validateValues.infraNames" -}}
-{{- range $name := list "etcd" "nats" }}
+{{- range $name := include "dynamo-offloading.dynamo.peers" . | fromJsonArray }}
 {{- if (get (get $.Values $name) "embedded").enabled }}
 {{ include "dynamo-offloading.validate.statefulSetName" (dict "name" (include "dynamo-offloading.component.fullname" (dict "root" $ "component" $name)) "shorten" "the release name or fullnameOverride") }}
 {{- end }}
@@ -201,19 +201,41 @@ One of etcd/NATS. Context: (dict "root" $ "name" "etcd").
 {{- end }}
 
 {{- define "dynamo-offloading.validateValues.connections" -}}
-{{ include "dynamo-offloading.validate.connection" (dict "root" $ "name" "etcd") }}
-{{ include "dynamo-offloading.validate.connection" (dict "root" $ "name" "nats") }}
+{{- range $name := include "dynamo-offloading.dynamo.peers" . | fromJsonArray }}
+{{ include "dynamo-offloading.validate.connection" (dict "root" $ "name" $name) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A discovery backend or an event plane the release line has not (dynamo.lines).
+*/}}
+{{- define "dynamo-offloading.validateValues.releaseLine" -}}
+{{- $lines := include "dynamo-offloading.dynamo.lines" . | fromJson }}
+{{- $line := get $lines .Values.dynamo.release }}
+{{- range $setting := list "discovery" "eventPlane" }}
+{{- $chosen := get $.Values.dynamo $setting }}
+{{- if not (has $chosen (get $line $setting)) }}
+{{- $fixes := list }}
+{{- range $name, $other := $lines }}
+{{- if has $chosen (get $other $setting) }}{{ $fixes = append $fixes (printf "--set dynamo.release=%s" $name) }}{{ end }}
+{{- end }}
+{{- $fixes = append $fixes (printf "--set dynamo.%s=%s" $setting (first (get $line $setting))) }}
+dynamo.{{ $setting }}: {{ $chosen }} is not available with dynamo.release {{ $.Values.dynamo.release }}, which has {{ join " or " (get $line $setting) }}; {{ join ", or " $fixes }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
 Settings the schema accepts but Dynamo 0.9.0's etcd and NATS clients cannot use.
 */}}
 {{- define "dynamo-offloading.validateValues.dynamoClients" -}}
-{{- if and .Values.etcd.auth.existingSecret .Values.etcd.tls.enabled }}
+{{- $line := include "dynamo-offloading.dynamo.line" . | fromJson }}
+{{- $peers := include "dynamo-offloading.dynamo.peers" . | fromJsonArray }}
+{{- if and (has "etcd" $peers) .Values.etcd.auth.existingSecret .Values.etcd.tls.enabled }}
 etcd.auth.existingSecret, etcd.tls.enabled: Dynamo 0.9.0's etcd client uses the password and then connects without TLS, dropping the client certificate; use one of them: --set etcd.auth.existingSecret= or --set etcd.tls.enabled=false
 {{- end }}
-{{- if and .Values.nats.embedded.enabled .Values.nats.tls.enabled }}
-nats.tls.enabled, nats.embedded.enabled: Dynamo 0.9.0 has no NATS TLS client settings, so no worker or frontend could connect to an embedded NATS that requires TLS; --set nats.tls.enabled=false
+{{- if and (has "nats" $peers) (not $line.natsTls) .Values.nats.embedded.enabled .Values.nats.tls.enabled }}
+nats.tls.enabled, nats.embedded.enabled: Dynamo {{ .Values.dynamo.release }} has no NATS TLS client settings, so no worker or frontend could connect to an embedded NATS that requires TLS; --set nats.tls.enabled=false, or --set dynamo.release=1.6
 {{- end }}
 {{- end }}
 

@@ -69,7 +69,7 @@ nodeSelector), else the nodes that match worker.nodeSelector when the release is
 {{- end }}
 
 {{/*
-"true" when the worker publishes KV events (--publish-events-and-metrics), else "": the KV router
+"true" when the worker publishes KV events (the line's kvEventFlags), else "": the KV router
 (frontend.routerMode kv) routes by them. KVBM's consolidator then runs too, binding two more ports.
 */}}
 {{- define "dynamo-offloading.worker.publishesKvEvents" -}}
@@ -191,7 +191,7 @@ stat -c %d {{ include "dynamo-offloading.threefs.mountpoint" . | include "dynamo
 {{- if include "dynamo-offloading.kvbm.sparse" . }}
 {{ include "dynamo-offloading.kvbm.checkDiskRoom" . }}
 {{- end }}
-exec python3 -m dynamo.trtllm --model-path="$MODEL_PATH" "$@"
+exec python3 -m dynamo.trtllm {{ (include "dynamo-offloading.dynamo.line" . | fromJson).modelFlag }}="$MODEL_PATH" "$@"
 {{- end }}
 
 {{/*

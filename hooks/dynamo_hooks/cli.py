@@ -7,6 +7,7 @@ Each command imports the modules it runs when it runs: a check of etcd, NATS or 
 cleanup never load the Kubernetes client, and start in a fraction of the time."""
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -100,12 +101,13 @@ def cmd_pre_install(args):
     from dynamo_hooks import kube, preinstall
 
     plan = preinstall.Plan(
-        etcd=args.etcd, nats=args.nats, resolve=args.resolve,
+        peers=peers(args), resolve=args.resolve,
         mgmtd_addresses=split(args.mgmtd_addresses), cluster_id=args.cluster_id,
         mgmtd_check=args.mgmtd_check, strict=args.strict,
         record_namespace=release_namespace(args.record_namespace) if args.record_name else "",
         record_name=args.record_name,
         timeout=args.timeout,
+        required=args.require,
     )
     try:
         api = kube.api_client() if needs_api(plan) else None
@@ -115,8 +117,8 @@ def cmd_pre_install(args):
 
 
 def needs_api(plan):
-    uses_services = any(c.service and not c.explicit and not c.embedded for c in (plan.etcd, plan.nats))
-    return (plan.resolve and uses_services) or bool(plan.record_name)
+    uses_services = any(c.service and not c.explicit and not c.embedded for c in plan.peers)
+    return (plan.resolve and uses_services) or bool(plan.record_name) or bool(plan.required)
 
 
 def worker_api(plan):
@@ -136,7 +138,7 @@ def cmd_worker_init(args):
     from dynamo_hooks import worker_init
 
     plan = worker_init.Plan(
-        etcd=args.etcd, nats=args.nats, resolve=args.resolve,
+        peers=peers(args), resolve=args.resolve,
         record_dir=args.record_dir, record_name=args.record_name,
         record_namespace=release_namespace() if args.record_name else "", wait_seconds=args.wait,
         timeout=args.timeout, hf_home=args.hf_home,
@@ -253,6 +255,9 @@ def build_parser():
     p.add_argument("--strict", action="store_true", help="an mgmtd reply that does not decode is an error")
     p.add_argument("--record-name", default="", help="ConfigMap to record the resolved addresses in")
     p.add_argument("--record-namespace", default="", help="its namespace (default: the pod's)")
+    p.add_argument("--require", type=required_resource, action="append", default=[], metavar="JSON",
+                   help='a resource the API server must serve: {"resource": "GROUP/VERSION/PLURAL", "kind": "...", '
+                        '"from": "where it comes from"}')
     add_common(p)
     p.set_defaults(func=cmd_pre_install)
 
@@ -309,13 +314,30 @@ def peer_description(name):
 
 def add_peer_arguments(parser):
     for name in connections.KINDS:
-        parser.add_argument(f"--{name}", type=peer_description(name), default=connections.from_description(name, "{}"),
-                            metavar="JSON",
+        parser.add_argument(f"--{name}", type=peer_description(name), metavar="JSON",
                             help=f"where {name} is and how to check it: {{explicit: [addresses]}} or {{namespace, "
                                  "service, port, portName, embedded}, with check (required, warn, off) and TLS files "
-                                 "ca, cert, key")
+                                 f"ca, cert, key; absent when Dynamo does not use {name}")
     parser.add_argument("--resolve", action="store_true",
                         help="resolve Services to pod IPs from their EndpointSlices (a hostNetwork worker)")
+
+
+def required_resource(text):
+    from dynamo_hooks.api_resources import Required
+
+    try:
+        given = json.loads(text)
+        resource = given["resource"]
+        if resource.count("/") != 2:
+            raise ValueError(f"resource {resource!r} is not GROUP/VERSION/PLURAL")
+        return Required(resource, given.get("kind", resource), given.get("from", "its provider"))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise argparse.ArgumentTypeError(f"not a required resource: {text!r} ({err})") from err
+
+
+def peers(args):
+    """The peers given (--etcd, --nats): those the Dynamo processes use."""
+    return [conn for conn in (getattr(args, name) for name in connections.KINDS) if conn is not None]
 
 
 def main(argv=None):

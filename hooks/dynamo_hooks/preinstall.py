@@ -11,8 +11,7 @@ from dynamo_hooks.report import OK, Finding, Report
 
 @dataclasses.dataclass
 class Plan:
-    etcd: connections.Connection
-    nats: connections.Connection
+    peers: list  # the connections.Connection of each peer the Dynamo processes use: etcd, NATS, both or none
     resolve: bool  # resolve Services to pod IPs (a hostNetwork worker)
     mgmtd_addresses: list
     cluster_id: str
@@ -21,6 +20,7 @@ class Plan:
     record_namespace: str
     record_name: str
     timeout: float
+    required: list = dataclasses.field(default_factory=list)  # api_resources.Required the release's pods need
 
 
 def skipped(conn, why):
@@ -62,7 +62,11 @@ def run(plan, api):
     """The reports of the checks, and of the record when there was something to record: nothing is recorded
     unless every required check passed."""
     reports, data = [], {}
-    for conn in (plan.etcd, plan.nats):
+    if plan.required:
+        from dynamo_hooks import api_resources
+
+        reports += api_resources.check(api, plan.required, plan.timeout)
+    for conn in plan.peers:
         report, urls = verify_connection(plan, api, conn)
         reports.append(report)
         if urls:

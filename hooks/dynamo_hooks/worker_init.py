@@ -28,8 +28,7 @@ VALUES = connections.Found([], "values")  # no address found: the worker keeps t
 
 @dataclasses.dataclass
 class Plan:
-    etcd: connections.Connection
-    nats: connections.Connection
+    peers: list  # the connections.Connection of each peer the worker uses: etcd, NATS, both or none
     resolve: bool
     record_dir: str  # the mounted record ConfigMap ("" = none)
     record_name: str  # that ConfigMap, patched with what this start resolves ("" = not recorded)
@@ -104,9 +103,9 @@ def record_resolved(plan, api, data, log):
 
 
 def handoff(plan, api, log):
-    """{variable: value} for the worker: ETCD_ENDPOINTS, NATS_SERVER (when found) and MODEL_PATH."""
+    """{variable: value} for the worker: ETCD_ENDPOINTS, NATS_SERVER (when used and found) and MODEL_PATH."""
     env, resolved = {}, {}
-    for conn in (plan.etcd, plan.nats):
+    for conn in plan.peers:
         found = wait_for(plan, api, conn, log)
         key = conn.kind.env
         if found.urls:

@@ -8,6 +8,7 @@ The slices carry addresses from 10.0.0.0/8 as data only: resolving connects nowh
 import pytest
 from kubernetes import client
 
+from dynamo_hooks import api_resources
 from dynamo_hooks.endpoints import resolve_service
 from dynamo_hooks.kube import KubeError
 from dynamo_hooks.record import patch_record
@@ -220,3 +221,24 @@ def test_patch_record_without_the_verb_is_a_403(namespace):
         patch_record(api, namespace, RECORD, {"ETCD_ENDPOINTS": "http://10.0.1.5:2379"}, 5.0)
     assert (caught.value.reason, caught.value.peer) == ("forbidden", f"{namespace}/{RECORD}")
     assert f"cannot patch configmaps in namespace {namespace}" in caught.value.message
+
+
+DYNAMO_WORKER_METADATA = api_resources.Required("nvidia.com/v1alpha1/dynamoworkermetadatas", "DynamoWorkerMetadata",
+                                               "Dynamo's platform chart")
+
+
+def test_a_missing_crd_is_named_with_where_it_comes_from_and_an_installed_one_passes(namespace):
+    """Read through API discovery, which any ServiceAccount may read: no Role is needed."""
+    api = api_as(namespace, "no-rules", [])
+    cluster.remove_dynamo_crd()
+    try:
+        [missing] = api_resources.check(api, [DYNAMO_WORKER_METADATA], 5.0)
+        assert not missing.ok
+        assert missing.summary() == (
+            "api-resources nvidia.com/v1alpha1/dynamoworkermetadatas: the API server serves no dynamoworkermetadatas "
+            "in nvidia.com/v1alpha1: the DynamoWorkerMetadata CustomResourceDefinition is not installed; it comes "
+            "with Dynamo's platform chart")
+    finally:
+        cluster.install_dynamo_crd()
+    [served] = api_resources.check(api, [DYNAMO_WORKER_METADATA], 5.0)
+    assert served.ok and served.summary() == "api-resources: ok (nvidia.com/v1alpha1/dynamoworkermetadatas)"

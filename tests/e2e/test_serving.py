@@ -62,6 +62,13 @@ def pool(seed_peers, hub, mgmtd):
         yield served
 
 
+@pytest.fixture(scope="class")
+def seed_16(seed_peers, hub, mgmtd):
+    """The seed's release on Dynamo 1.6 (etcd discovery, the NATS event plane), installed with Helm 4's --wait."""
+    with release("ipoib", 4, mgmtd, hub, {"dynamo": {"release": "1.6"}}) as served:
+        yield served
+
+
 class TestSeed:
 
     def test_ready_only_once_it_serves_and_helm_test_gets_answers(self, seed):
@@ -74,6 +81,24 @@ class TestSeed:
         done, log = helm_test(3, namespace, runner)
         assert done.returncode == 0, done.stdout + done.stderr + log
         assert "chat completion OK: Qwen/Qwen3-8B" in log and "streamed chat completion OK: Qwen/Qwen3-8B" in log
+
+
+class TestSeedOn16:
+    def test_the_frontend_serves_without_a_copy_of_the_model_files(self, seed_16):
+        """From 1.4 the worker serves its model's files on its system port: the frontend has none of its own (no
+        download, no volume), and still loads the model and answers."""
+        namespace, runner = seed_16
+        (frontend,) = frontends(namespace)
+        assert not frontend.spec.init_containers
+        assert not [v for v in frontend.spec.volumes if v.name.startswith("hf-cache")]
+        assert frontend.spec.containers[0].image.endswith(":1.6.0")
+        models = request(f"http://{frontend.status.pod_ip}:8000/v1/models")["data"]
+        assert [m["id"] for m in models] == ["Qwen/Qwen3-8B"]
+        done, log = helm_test(4, namespace, runner)
+        assert done.returncode == 0, done.stdout + done.stderr + log
+        assert "streamed chat completion OK: Qwen/Qwen3-8B" in log
+        worker = runner.log(f"{RELEASE}-dynamo-offloading-worker-0", "worker")
+        assert "dynamo.trtllm stand-in" in worker and "'--publish-events-and-metrics'" not in worker
 
 
 class TestPool:
