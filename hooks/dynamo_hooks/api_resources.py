@@ -4,6 +4,8 @@ anything is created, through API discovery, which every authenticated client may
 
 import dataclasses
 
+from kubernetes import client
+
 from dynamo_hooks import kube
 from dynamo_hooks.report import ERROR, OK, Finding, Report
 
@@ -36,13 +38,12 @@ def _check_one(api, required, timeout):
     try:
         with kube.api_errors(peer="api-resources", verb="get", resource=f"/apis/{required.group_version}",
                              namespace="(cluster)", api=api, timeout=timeout):
-            served = api.call_api(f"/apis/{required.group_version}", "GET", response_type="object",
-                                  auth_settings=["BearerToken"], _return_http_data_only=True,
-                                  _request_timeout=timeout)
+            group, version = required.group_version.split("/")
+            served = client.CustomObjectsApi(api).get_api_resources(group, version, _request_timeout=timeout)
     except kube.KubeError as err:
         if err.reason == kube.NOT_FOUND:
             return Report("api-resources", [Finding(required.resource, ERROR, "missing", missing)])
         return err.report("api-resources")
-    if required.plural in {r.get("name") for r in (served or {}).get("resources", [])}:
+    if required.plural in {r.name for r in served.resources or []}:
         return Report("api-resources", [Finding(required.resource, OK, "ok", f"{required.kind} is served")])
     return Report("api-resources", [Finding(required.resource, ERROR, "missing", missing)])
