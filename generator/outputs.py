@@ -77,13 +77,16 @@ def problems():
 
 def dynamo_images(root):
     """The frontend's image of each release line the values model allows, as the chart renders it with the
-    default image (in the first environment, complete where the defaults are not)."""
+    default image, in the first environment that renders with that line's defaults."""
     images = []
     release = next(p for p in root.params() if p.path == ("dynamo", "release"))
-    env = environments.load_all()[0]
     for line in release.schema["enum"]:
-        values = environments.overlay(environments.overlay(root.defaults(), env.values),
-                                      {"dynamo": {"release": line}, "image": root.defaults()["image"]})
+        for env in environments.load_all():
+            values = environments.overlay(environments.overlay(root.defaults(), env.values),
+                                          {"dynamo": {**root.defaults()["dynamo"], "release": line},
+                                           "image": root.defaults()["image"]})
+            if not chart_rules.problems(values):
+                break
         frontend = next(o for o in chart_rules.render(values)
                         if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-frontend"))
         images.append(next(c["image"] for c in frontend["spec"]["template"]["spec"]["containers"]

@@ -20,7 +20,7 @@ backend_args.py; lib/runtime 0d9c24a8). Image tags checked to exist: tensorrtllm
               "discovery" (list "etcd") "eventPlane" (list "nats") "selfHostsModelFiles" false "natsAlways" true
               "natsTls" false "discoveryEnv" "DYN_STORE_KV")
   "1.6" (dict "imageTag" "1.6.0" "modelFlag" "--model" "kvEventFlags" (list "--publish-kv-events" "--publish-metrics")
-              "discovery" (list "etcd") "eventPlane" (list "nats" "zmq") "selfHostsModelFiles" true
+              "discovery" (list "etcd" "kubernetes") "eventPlane" (list "nats" "zmq") "selfHostsModelFiles" true
               "natsAlways" false "natsTls" true "discoveryEnv" "DYN_DISCOVERY_BACKEND")) }}
 {{- end }}
 
@@ -61,8 +61,17 @@ enabled, else "". Context: (dict "root" $ "name" "etcd").
 {{- end }}
 
 {{/*
-The environment every Dynamo process gets, whatever it finds peers with: its discovery backend and its event
-plane, always explicit, then etcd and NATS (connection.env). Context: (dict "root" $ "dns" bool).
+"true" with Kubernetes discovery, else "".
+*/}}
+{{- define "dynamo-offloading.dynamo.kubernetesDiscovery" -}}
+{{- if eq .Values.dynamo.discovery "kubernetes" }}true{{ end }}
+{{- end }}
+
+{{/*
+The environment every Dynamo process gets after its pod's identity (podIdentity.env, which Kubernetes discovery
+reads: the DynamoWorkerMetadata a worker writes is named after and owned by its pod): its discovery backend and
+its event plane, always explicit; with the ZMQ plane on the host network, the address its publishers advertise
+(the pod's, the node's); then etcd and NATS (connection.env). Context: (dict "root" $ "dns" bool "hostNetwork" bool).
 */}}
 {{- define "dynamo-offloading.dynamo.env" -}}
 {{- $line := include "dynamo-offloading.dynamo.line" .root | fromJson -}}
@@ -70,5 +79,70 @@ plane, always explicit, then etcd and NATS (connection.env). Context: (dict "roo
   value: {{ .root.Values.dynamo.discovery }}
 - name: DYN_EVENT_PLANE
   value: {{ .root.Values.dynamo.eventPlane }}
-{{ include "dynamo-offloading.connection.env" . | trim }}
+{{- if and .hostNetwork (eq .root.Values.dynamo.eventPlane "zmq") }}
+- name: DYN_EVENT_PLANE_HOST
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end }}
+{{- with include "dynamo-offloading.connection.env" . | trim }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Role of a component's Dynamo process with Kubernetes discovery, in the release namespace: it reads the
+EndpointSlices (a worker counts while its pod is ready in a labelled Service's slice) and the
+DynamoWorkerMetadata objects; a worker writes its own by server-side apply. The RoleBinding gives it to the
+component's ServiceAccount. Context: (dict "root" $ "component" "worker" "serviceAccount" "..." "writes" bool).
+*/}}
+{{- define "dynamo-offloading.dynamo.discoveryRole" -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  {{- include "dynamo-offloading.metadata" (dict "root" .root "component" .component "name" (include "dynamo-offloading.dynamo.discoveryRoleName" .)) | trim | nindent 2 }}
+rules:
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+  - apiGroups: [nvidia.com]
+    resources: [dynamoworkermetadatas]
+    verbs: [{{ ternary "list, watch, create, patch" "list, watch" .writes }}]
+{{- end }}
+
+{{- define "dynamo-offloading.dynamo.discoveryRoleBinding" -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  {{- include "dynamo-offloading.metadata" (dict "root" .root "component" .component "name" (include "dynamo-offloading.dynamo.discoveryRoleName" .)) | trim | nindent 2 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ include "dynamo-offloading.dynamo.discoveryRoleName" . }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ .serviceAccount }}
+    namespace: {{ .root.Release.Namespace }}
+{{- end }}
+
+{{- define "dynamo-offloading.dynamo.discoveryRoleName" -}}
+{{- include "dynamo-offloading.component.fullname" (dict "root" .root "component" (printf "%s-dynamo-discovery" .component)) }}
+{{- end }}
+
+{{/*
+Labels of the Service whose EndpointSlices Dynamo's Kubernetes discovery reads (it selects slices by the
+second; both are set as Dynamo's operator sets them).
+*/}}
+{{- define "dynamo-offloading.dynamo.discoveryLabels" -}}
+nvidia.com/dynamo-discovery-backend: kubernetes
+nvidia.com/dynamo-discovery-enabled: "true"
+{{- end }}
+
+{{/*
+The resource Kubernetes discovery writes, which the pre-install hook requires before anything is created:
+dynamo-hooks' --require description, naming where its CRD comes from.
+*/}}
+{{- define "dynamo-offloading.dynamo.discoveryResource" -}}
+{{- toJson (dict "resource" "nvidia.com/v1alpha1/dynamoworkermetadatas" "kind" "DynamoWorkerMetadata"
+  "from" "Dynamo's platform chart (ai-dynamo/dynamo deploy/helm/charts/platform, the CRDs of its operator); install it, or that CRD alone (nvidia.com_dynamoworkermetadatas.yaml), before this release") }}
 {{- end }}

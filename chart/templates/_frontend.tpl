@@ -1,6 +1,18 @@
 {{/*
-The frontend: what its readiness means.
+The frontend: its ServiceAccount and what its readiness means.
 */}}
+
+{{/*
+The frontend's ServiceAccount: its own with Kubernetes discovery, whose Role lets it read the workers'
+discovery objects; else the release's.
+*/}}
+{{- define "dynamo-offloading.frontend.serviceAccountName" -}}
+{{- if include "dynamo-offloading.dynamo.kubernetesDiscovery" . }}
+{{- include "dynamo-offloading.component.fullname" (dict "root" . "component" "frontend") }}
+{{- else }}
+{{- include "dynamo-offloading.serviceAccountName" . }}
+{{- end }}
+{{- end }}
 
 {{/*
 The frontend's readiness: Ready only while its /v1/models lists every model the worker groups serve, i.e.

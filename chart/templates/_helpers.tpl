@@ -90,6 +90,56 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
+{{/*
+A pod's identity from the downward API, and the API server's address when hooks.apiServer names one (for
+host-network pods that cannot reach the kubernetes Service's ClusterIP): what an in-cluster client of the API
+reads. Context: the root.
+*/}}
+{{- define "dynamo-offloading.podIdentity.env" -}}
+{{- range $var, $field := dict "POD_NAMESPACE" "metadata.namespace" "POD_NAME" "metadata.name" "POD_UID" "metadata.uid" }}
+- name: {{ $var }}
+  valueFrom:
+    fieldRef:
+      fieldPath: {{ $field }}
+{{- end }}
+{{- with .Values.hooks.apiServer }}
+# The in-cluster configuration of a Kubernetes client reads the API server's address from these.
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ splitList ":" . | first | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ splitList ":" . | last | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount token, CA and namespace where in-cluster clients look for them, projected by the chart in
+pods that do not automount a token, for the one container that calls the API: the volume, and its mount.
+*/}}
+{{- define "dynamo-offloading.kubeApiAccess.volume" -}}
+- name: kube-api-access
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                fieldPath: metadata.namespace
+{{- end }}
+
+{{- define "dynamo-offloading.kubeApiAccess.mount" -}}
+- name: kube-api-access
+  mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+  readOnly: true
+{{- end }}
+
 {{- define "dynamo-offloading.serviceAccountName" -}}
 {{- include "dynamo-offloading.fullname" . }}
 {{- end }}

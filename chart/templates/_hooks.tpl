@@ -103,19 +103,7 @@ given as PEM content are written there for the TLS library), with `peers` the NA
 image: {{ include "dynamo-offloading.hooks.image" .root | quote }}
 imagePullPolicy: {{ .root.Values.hooks.image.pullPolicy }}
 env:
-  {{- range $var, $field := dict "POD_NAMESPACE" "metadata.namespace" "POD_NAME" "metadata.name" "POD_UID" "metadata.uid" }}
-  - name: {{ $var }}
-    valueFrom:
-      fieldRef:
-        fieldPath: {{ $field }}
-  {{- end }}
-  {{- with .root.Values.hooks.apiServer }}
-  # The kubernetes client's in-cluster configuration reads the API server's address from these.
-  - name: KUBERNETES_SERVICE_HOST
-    value: {{ splitList ":" . | first | quote }}
-  - name: KUBERNETES_SERVICE_PORT
-    value: {{ splitList ":" . | last | quote }}
-  {{- end }}
+  {{- include "dynamo-offloading.podIdentity.env" .root | trim | nindent 2 }}
   {{- if .peers }}
   {{- include "dynamo-offloading.connection.env" . | trim | nindent 2 }}
   {{- end }}

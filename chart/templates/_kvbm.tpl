@@ -175,14 +175,7 @@ The worker's KVBM environment. Presence-tested switches appear only when on.
 {{- if include "dynamo-offloading.kvbm.tierOn" $k.diskCacheGB }}
 - name: DYN_KVBM_DISK_CACHE_GB
   value: {{ toString $k.diskCacheGB | quote }}
-- name: POD_NAMESPACE
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.namespace
-- name: POD_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.name
+{{- /* $(POD_NAMESPACE) and $(POD_NAME): set first in the worker's environment (podIdentity.env). */}}
 - name: DYN_KVBM_DISK_CACHE_DIR
   value: {{ include "dynamo-offloading.kvbm.workerCacheDir" . | quote }}
 {{- end }}

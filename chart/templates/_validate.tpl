@@ -5,7 +5,7 @@ The rules of one worker group run for each group, and a group's messages start w
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "releaseLine" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "infraNames" }}
+{{- range $rule := list "podSecurity" "releaseLine" "lineChange" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "infraNames" }}
 {{- $messages = concat $messages (include (printf "dynamo-offloading.validateValues.%s" $rule) $ | splitList "\n" | compact) }}
 {{- end }}
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
@@ -222,6 +222,20 @@ A discovery backend or an event plane the release line has not (dynamo.lines).
 {{- $fixes = append $fixes (printf "--set dynamo.%s=%s" $setting (first (get $line $setting))) }}
 dynamo.{{ $setting }}: {{ $chosen }} is not available with dynamo.release {{ $.Values.dynamo.release }}, which has {{ join " or " (get $line $setting) }}; {{ join ", or " $fixes }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+An upgrade to another release line (read from the live frontend Deployment; nothing under helm template): Dynamo
+1.4 made its event subjects endpoint-scoped with no fallback (its deprecation ledger, #11841), so a 0.9 frontend
+cannot serve 1.x workers nor the reverse, and a rolling upgrade would leave a mixed fleet failing requests. A
+frontend of a chart that predates the lines ran 0.9.
+*/}}
+{{- define "dynamo-offloading.validateValues.lineChange" -}}
+{{- $frontend := lookup "apps/v1" "Deployment" .Release.Namespace (include "dynamo-offloading.component.fullname" (dict "root" . "component" "frontend")) | default dict }}
+{{- $live := dig "metadata" "annotations" "dynamo-offloading/release-line" (ternary "" "0.9" (empty $frontend)) $frontend }}
+{{- if and $live (ne $live .Values.dynamo.release) }}
+dynamo.release: the release runs Dynamo {{ $live }}, and a rolling upgrade to {{ .Values.dynamo.release }} would mix the lines, whose event subjects differ with no fallback (Dynamo 1.4), so requests would fail until the last pod is replaced; replace it whole: helm uninstall {{ .Release.Name }} -n {{ .Release.Namespace }}, then helm install with the new values (or install the new line as another release and move the traffic to it)
 {{- end }}
 {{- end }}
 

@@ -287,7 +287,8 @@ which writes a request token to /run/dynamo-offloading/resolve-request (worker.r
 
 {{/*
 Volumes of the resolve sidecar: the hook's record (optional: absent after --no-hooks) and the
-API token, projected here because the pod does not automount it.
+API token, projected here because the pod does not automount it (the worker container mounts it too for
+Kubernetes discovery).
 */}}
 {{- define "dynamo-offloading.worker.resolveVolumes" -}}
 {{- include "dynamo-offloading.hooks.volumes" . }}
@@ -296,21 +297,8 @@ API token, projected here because the pod does not automount it.
   configMap:
     name: {{ include "dynamo-offloading.hooks.recordName" . }}
     optional: true
-- name: kube-api-access
-  projected:
-    sources:
-      - serviceAccountToken:
-          path: token
-          expirationSeconds: 3607
-      - configMap:
-          name: kube-root-ca.crt
-          items:
-            - key: ca.crt
-              path: ca.crt
-      - downwardAPI:
-          items:
-            - path: namespace
-              fieldRef:
-                fieldPath: metadata.namespace
+{{- end }}
+{{- if or (include "dynamo-offloading.hooks.discoveryNamespaces" . | fromJsonArray) (include "dynamo-offloading.dynamo.kubernetesDiscovery" .) }}
+{{ include "dynamo-offloading.kubeApiAccess.volume" . }}
 {{- end }}
 {{- end }}

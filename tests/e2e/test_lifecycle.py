@@ -3,6 +3,7 @@ upgrade, helm test, rollback and uninstall, as chart-testing's `ct install` does
 
 import json
 
+import pyhelm3
 import pytest
 import yaml
 from kubernetes import client
@@ -109,3 +110,25 @@ def test_install_upgrade_test_rollback_uninstall(env, helm_major, namespace, see
     # uninstall: nothing of the release is left, post-delete hook objects included once finished.
     cluster.uninstall(helm_major, RELEASE, namespace)
     cluster.wait_until(lambda: cluster.objects_of(RELEASE, namespace) == [], "an empty namespace", within=60)
+
+
+def test_an_upgrade_to_another_release_line_is_refused_and_a_reinstall_replaces_it_whole(namespace, seed_services):
+    """Dynamo 1.4 changed its event subjects with no fallback: a rolling upgrade from 0.9 to 1.6 would leave a
+    mixed fleet failing requests. Helm refuses it before touching anything, saying how to replace the release."""
+    values = [environment_values("ipoib"), cluster.CLUSTER_VALUES]
+    cluster.prepare(namespace, values[0])
+    cluster.install(4, RELEASE, namespace, *values)
+    before = {p.metadata.uid for p in release_pods(namespace)}
+    line_16 = {"dynamo": {"release": "1.6"}}
+    with pytest.raises(pyhelm3.errors.Error) as refused:
+        cluster.install(4, RELEASE, namespace, *values, line_16)
+    assert ("dynamo.release: the release runs Dynamo 0.9, and a rolling upgrade to 1.6 would mix the lines" in
+            str(refused.value)) and f"helm uninstall {RELEASE} -n {namespace}" in str(refused.value)
+    assert {p.metadata.uid for p in release_pods(namespace)} == before
+    assert json.loads(cluster.helm(4, "status", RELEASE, "-n", namespace, "-o", "json").stdout)["version"] == 1
+
+    cluster.uninstall(4, RELEASE, namespace)
+    cluster.install(4, RELEASE, namespace, *values, line_16)
+    images = {c.image for p in release_pods(namespace) for c in p.spec.containers if c.name in ("frontend", "worker")}
+    assert images == {"nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:1.6.0"}
+    cluster.uninstall(4, RELEASE, namespace)

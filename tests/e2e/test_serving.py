@@ -8,6 +8,7 @@ import time
 import urllib.error
 
 import pytest
+from kubernetes import client
 
 from testbed import cluster, servers, serving
 from testbed.netns import network_host
@@ -41,11 +42,16 @@ def helm_test(major, namespace, runner):
     return done, runner.logs[pods[-1]]["chat-completion"] if pods else ""
 
 
+# The KV router's line for each routed request: 0.9.0's "Selected worker" event, 1.6.1's request span.
+ROUTED = (re.compile(r"Selected worker: worker_id=(?P<worker>\d+) dp_rank=\d+, logit: \S+, "
+                     r"cached blocks: (?P<cached>\d+)"),
+          re.compile(r"route request completed .* overlap_blocks=(?P<cached>\d+) .*worker_id=(?P<worker>\d+)"))
+
+
 def selections(runner, pod):
     """The KV router's choices in a frontend's log: (worker id, cached blocks) per routed request."""
-    found = re.findall(r"Selected worker: worker_id=(\d+) dp_rank=\d+, logit: \S+, cached blocks: (\d+)",
-                       runner.log(pod.metadata.name, "frontend"))
-    return [(int(worker), int(cached)) for worker, cached in found]
+    return [(int(m["worker"]), int(m["cached"])) for line in runner.log(pod.metadata.name, "frontend").splitlines()
+            for pattern in ROUTED if (m := pattern.search(line))]
 
 
 @pytest.fixture(scope="class")
@@ -193,3 +199,97 @@ def test_the_worker_finds_a_moved_etcd_at_its_next_start_and_the_frontend_serves
         assert record["ETCD_ENDPOINTS"] == moved.url
         assert f"etcd: {moved.url} (endpointslices)" in runner.log(worker, "resolve")
         assert "Unable to maintain lease" in runner.log(worker, "worker")
+
+
+KUBERNETES_POOL = {"dynamo": {"release": "1.6", "discovery": "kubernetes", "eventPlane": "zmq"}}
+
+
+@pytest.fixture(scope="module")
+def dynamo_crd():
+    cluster.install_dynamo_crd()
+
+
+@pytest.fixture(scope="class")
+def seed_kubernetes(dynamo_crd, hub, mgmtd):
+    """The seed's hardware on 1.6 with Kubernetes discovery and the ZMQ event plane (values/ipoib-kubernetes.yaml):
+    no etcd, no NATS."""
+    with release("ipoib-kubernetes", 4, mgmtd, hub) as served:
+        yield served
+
+
+class TestKubernetesDiscovery:
+    def test_the_worker_is_found_through_its_metadata_object_and_endpointslices(self, seed_kubernetes):
+        namespace, runner = seed_kubernetes
+        worker = cluster.core().read_namespaced_pod(f"{RELEASE}-dynamo-offloading-worker-0", namespace)
+        metadata = client.CustomObjectsApi(cluster.api()).get_namespaced_custom_object(
+            "nvidia.com", "v1alpha1", namespace, "dynamoworkermetadatas", worker.metadata.name)
+        owners = [(o["kind"], o["uid"]) for o in metadata["metadata"]["ownerReferences"]]
+        assert owners == [("Pod", worker.metadata.uid)]
+        assert metadata["spec"]["data"]
+        slices = client.DiscoveryV1Api(cluster.api()).list_namespaced_endpoint_slice(
+            namespace, label_selector="nvidia.com/dynamo-discovery-enabled=true").items
+        assert [(e.target_ref.uid, e.conditions.ready) for s in slices for e in s.endpoints] == \
+            [(worker.metadata.uid, True)]
+        done, log = helm_test(4, namespace, runner)
+        assert done.returncode == 0, done.stdout + done.stderr + log
+        assert "streamed chat completion OK: Qwen/Qwen3-8B" in log
+        # Nothing of etcd or NATS: no address in any Dynamo process, no server.
+        for pod in cluster.release_pods(namespace, RELEASE):
+            for c in pod.spec.containers:
+                assert not {"ETCD_ENDPOINTS", "NATS_SERVER"} & {e.name for e in c.env or []}
+
+    def test_a_worker_removed_leaves_the_frontends_models_and_comes_back(self, seed_kubernetes):
+        namespace, runner = seed_kubernetes
+        frontend = frontends(namespace)[0]
+        sts = f"{RELEASE}-dynamo-offloading-worker"
+
+        def models():
+            with contextlib.suppress(urllib.error.URLError, OSError):
+                return [m["id"] for m in request(f"http://{frontend.status.pod_ip}:8000/v1/models")["data"]]
+            return None
+
+        cluster.kubectl("scale", "statefulset", sts, "-n", namespace, "--replicas=0")
+        cluster.wait_until(lambda: models() == [], "the model gone from /v1/models", within=60)
+        cluster.kubectl("scale", "statefulset", sts, "-n", namespace, "--replicas=1")
+        cluster.wait_until(lambda: models() == ["Qwen/Qwen3-8B"], "the model back on /v1/models", within=120)
+
+
+@pytest.fixture(scope="class")
+def pool_kubernetes(dynamo_crd, hub, mgmtd):
+    """The pool on 1.6 with Kubernetes discovery and the ZMQ event plane."""
+    with release("scale-out", 4, mgmtd, hub, KUBERNETES_POOL) as served:
+        yield served
+
+
+class TestPoolOnKubernetesDiscovery:
+    def test_every_model_answers_helm_test(self, pool_kubernetes):
+        namespace, runner = pool_kubernetes
+        done, log = helm_test(4, namespace, runner)
+        assert done.returncode == 0, done.stdout + done.stderr + log
+        for model in MODELS:
+            assert f"streamed chat completion OK: {model}" in log
+
+    def test_a_repeated_prompt_goes_to_the_worker_holding_its_blocks(self, pool_kubernetes):
+        """KV events over ZMQ, each worker's publisher found through discovery."""
+        namespace, runner = pool_kubernetes
+        frontend = frontends(namespace)[0]
+        before = len(selections(runner, frontend))
+        for _ in range(6):
+            chat(frontend.status.pod_ip, "Qwen/Qwen3-8B", PROMPT)
+        chosen = selections(runner, frontend)[before:]
+        assert len(chosen) == 6, runner.log(frontend.metadata.name, "frontend")[-3000:]
+        first, *repeats = chosen
+        assert {worker for worker, _ in repeats} == {first[0]}, chosen
+        assert all(cached > 0 for _, cached in repeats), chosen
+
+
+def test_without_dynamos_crd_the_install_fails_before_anything_is_created(dynamo_crd, hub, mgmtd):
+    cluster.remove_dynamo_crd()
+    try:
+        with pytest.raises(AssertionError) as failed:
+            with release("ipoib-kubernetes", 4, mgmtd, hub, wait=True):
+                pass
+        assert "the DynamoWorkerMetadata CustomResourceDefinition is not installed; it comes with Dynamo's " \
+               "platform chart" in str(failed.value)
+    finally:
+        cluster.install_dynamo_crd()
