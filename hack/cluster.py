@@ -303,6 +303,7 @@ class Cluster:
         self.dir = self.workdir / "clusters" / CLUSTER_NAME
         self.pki = self.dir / "pki"
         self.kubeconfig = self.out / "kubeconfig"
+        self.audit_log = self.dir / "logs" / "audit.log"
 
     def env(self):
         return dict(os.environ, KWOK_WORKDIR=str(self.workdir))
@@ -370,6 +371,7 @@ class Cluster:
             "kubeApiserverPort": port,
             "cacheDir": str(self.workdir / "cache"),
             "kubectlBinary": str(bdir / "kubectl"),  # for `kwokctl kubectl`, instead of a download
+            "kubeAuditPolicy": str(DATA / "audit-policy.yaml"),  # the log: Cluster.audit_log
         }
         kwokctl = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokctlConfiguration",
                    "options": options}

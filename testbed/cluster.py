@@ -2,6 +2,7 @@
 what a release leaves in a namespace."""
 
 import asyncio
+import copy
 import functools
 import importlib.util
 import json
@@ -211,6 +212,54 @@ def release_pods(namespace, release, component=None):
 
 def pod_ready(pod):
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+# What every authenticated identity may do (system:basic-user): ask what it may do.
+SELF_REVIEWS = {"authorization.k8s.io", "authentication.k8s.io"}
+
+
+def as_service_account(namespace, name):
+    """An API client holding a fresh token of the ServiceAccount."""
+    token = core().create_namespaced_service_account_token(
+        name, namespace, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))).status.token
+    configuration = copy.copy(api().configuration)
+    configuration.cert_file = configuration.key_file = None
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(configuration)
+
+
+def granted_rules(account_api, namespace):
+    """What the client's identity may do in `namespace`, as the server says (SelfSubjectRulesReview):
+    (api group, resource, verb, resource names), asking aside."""
+    review = client.AuthorizationV1Api(account_api).create_self_subject_rules_review(
+        client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace)))
+    found = set()
+    for rule in review.status.resource_rules:
+        for group in rule.api_groups or [""]:
+            if group in SELF_REVIEWS:
+                continue
+            for resource in rule.resources or []:
+                for verb in rule.verbs:
+                    found.add((group, resource, verb, tuple(rule.resource_names or ())))
+    return found
+
+
+def audited_requests(namespace, account):
+    """What the ServiceAccount `account` of `namespace` asked the API server, as its audit log records it
+    (hack/cluster/audit-policy.yaml): (namespace, api group, resource, verb, response code) per request on a
+    resource ("" for the namespace of a cluster-wide one)."""
+    user = f"system:serviceaccount:{namespace}:{account}"
+    found = []
+    for line in cluster_script.Cluster(cluster_script.DEFAULT_OUT).audit_log.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef")
+        if event["user"]["username"] != user or not ref:  # no objectRef: /api, /version, ...
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        found.append((ref.get("namespace", ""), ref.get("apiGroup", ""), resource, event["verb"],
+                      event["responseStatus"]["code"]))
+    return found
 
 
 def objects_of(release, namespace):

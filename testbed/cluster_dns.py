@@ -32,6 +32,10 @@ class HostsFiles:
             self._write(path, namespace)
         return path
 
+    def resolves(self, namespace, name):
+        """Whether pods in `namespace` resolve `name` now."""
+        return any(name in line.split()[1:] for line in self.path(namespace).read_text().splitlines())
+
     def refresh(self):
         """Read the Services and their endpoints again and rewrite every file that changed."""
         slices = collections.defaultdict(set)

@@ -69,12 +69,16 @@ enabled, else "". Context: (dict "root" $ "name" "etcd").
 
 {{/*
 The environment every Dynamo process gets after its pod's identity (podIdentity.env, which Kubernetes discovery
-reads: the DynamoWorkerMetadata a worker writes is named after and owned by its pod): its discovery backend and
-its event plane, always explicit; with the ZMQ plane on the host network, the address its publishers advertise
-(the pod's, the node's); then etcd and NATS (connection.env). Context: (dict "root" $ "dns" bool "hostNetwork" bool).
+reads: the DynamoWorkerMetadata a worker writes is named after and owned by its pod): plain-text log lines
+(Dynamo colours them by default, even into a pipe, which leaves escape codes in `kubectl logs` and collectors);
+its discovery backend and its event plane, always explicit; with the ZMQ plane on the host network, the address
+its publishers advertise (the pod's, the node's); then etcd and NATS (connection.env).
+Context: (dict "root" $ "dns" bool "hostNetwork" bool).
 */}}
 {{- define "dynamo-offloading.dynamo.env" -}}
 {{- $line := include "dynamo-offloading.dynamo.line" .root | fromJson -}}
+- name: DYN_SDK_DISABLE_ANSI_LOGGING
+  value: "1"
 - name: {{ $line.discoveryEnv }}
   value: {{ .root.Values.dynamo.discovery }}
 - name: DYN_EVENT_PLANE

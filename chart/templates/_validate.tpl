@@ -5,7 +5,7 @@ The rules of one worker group run for each group, and a group's messages start w
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "releaseLine" "lineChange" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "infraNames" }}
+{{- range $rule := list "podSecurity" "releaseLine" "lineChange" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "infraNames" "endpoints" }}
 {{- $messages = concat $messages (include (printf "dynamo-offloading.validateValues.%s" $rule) $ | splitList "\n" | compact) }}
 {{- end }}
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
@@ -360,5 +360,23 @@ extraEngineArgs) make the worker's GPU count.
 {{- $ranks := mul $tp $pp $cp }}
 {{- if ne $ranks (int .Values.worker.gpus) }}
 worker.gpus, worker.engine.tensor_parallel_size: each worker runs one rank per GPU, tensor_parallel_size {{ $tp }} x pipeline_parallel_size {{ $pp }} x context_parallel_size {{ $cp }} = {{ $ranks }}, but worker.gpus is {{ .Values.worker.gpus }}; set --set worker.gpus={{ $ranks }} or change the parallel sizes
+{{- end }}
+{{- end }}
+
+{{/*
+Each served model has its own Dynamo endpoint, named after it (worker.endpoint): two names that make the same
+name there would put two models on one endpoint.
+*/}}
+{{- define "dynamo-offloading.validateValues.endpoints" -}}
+{{- $seen := dict }}
+{{- range $model := include "dynamo-offloading.worker.servedModelNames" . | fromJsonArray }}
+{{- $component := include "dynamo-offloading.worker.endpointComponent" $model }}
+{{- if not $component }}
+worker.model.servedModelName: {{ $model }} has no letter or digit to name its Dynamo endpoint after; serve it under another name
+{{- end }}
+{{- with get $seen $component }}
+worker.model.servedModelName: {{ . }} and {{ $model }} both make the Dynamo endpoint dyn://dynamo.{{ $component }}.generate, where a worker registers its model, and Dynamo serves one model per endpoint; serve one of them under another name (worker.groups.<name>.model.servedModelName)
+{{- end }}
+{{- $_ := set $seen $component $model }}
 {{- end }}
 {{- end }}

@@ -23,6 +23,7 @@ def test_each_line_runs_its_image_with_its_flags(release, tag, model_flag, kv_fl
         assert c["image"] == f"nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:{tag}"
         env = env_of(c)
         assert (env[discovery_env], env["DYN_EVENT_PLANE"]) == ("etcd", "nats")
+        assert env["DYN_SDK_DISABLE_ANSI_LOGGING"] == "1"  # both lines colour their logs, even into a pipe, without it
     for sts in find(objects, "StatefulSet", "worker"):
         worker = container(sts, "worker")
         assert f'exec python3 -m dynamo.trtllm {model_flag}="$MODEL_PATH" "$@"' in worker["command"][2]

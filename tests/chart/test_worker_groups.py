@@ -7,7 +7,7 @@ import itertools
 import pytest
 import yaml
 
-from tests.helm import ENVIRONMENTS, container, env_of, environment_values, find, pod_spec, render
+from tests.helm import ENVIRONMENTS, container, env_of, environment_values, find, pod_spec, render, render_error
 
 SCALE_OUT = environment_values("scale-out")
 PREFIX = "dynamo-dynamo-offloading"
@@ -182,3 +182,25 @@ def test_the_pre_install_job_stands_on_a_node_of_the_first_group():
     first = SCALE_OUT["worker"]["groups"][sorted(SCALE_OUT["worker"]["groups"])[0]]
     assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == first["nodes"]
     assert pod_spec(job)["hostNetwork"] is True
+
+
+def endpoint_of(sts):
+    (endpoint,) = [a.removeprefix("--endpoint=") for a in container(sts, "worker")["args"] if a.startswith("--endpoint=")]
+    return endpoint
+
+
+def test_each_served_model_has_its_own_dynamo_endpoint_and_a_model_s_groups_share_it():
+    """Dynamo 1.x refuses a second model on an endpoint (the worker exits), and 0.9 lists one endpoint's
+    workers for every model registered there."""
+    endpoints = {name.removeprefix(f"{PREFIX}-worker-"): endpoint_of(sts) for name, sts in workers(render(SCALE_OUT)).items()}
+    assert endpoints == {"qwen3-8b": "dyn://dynamo.qwen-qwen3-8b.generate",
+                         "qwen3-32b": "dyn://dynamo.qwen-qwen3-32b.generate"}
+    same_model = {"worker": {"groups": {"qwen3-32b": {"model": {"repoId": "Qwen/Qwen3-8B"}}}}}
+    assert {endpoint_of(sts) for sts in workers(render(SCALE_OUT, same_model)).values()} == {
+        "dyn://dynamo.qwen-qwen3-8b.generate"}
+
+
+def test_two_served_names_that_make_one_endpoint_are_refused():
+    clash = {"worker": {"groups": {"qwen3-32b": {"model": {"servedModelName": "qwen-qwen3-8b"}}}}}
+    assert "qwen-qwen3-8b and Qwen/Qwen3-8B both make the Dynamo endpoint dyn://dynamo.qwen-qwen3-8b.generate" \
+        in render_error(SCALE_OUT, clash)

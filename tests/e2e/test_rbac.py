@@ -1,8 +1,6 @@
 """RBAC measured on the API server, not read from the templates: for every ServiceAccount the chart creates,
 what it may do (SelfSubjectRulesReview with its own token) is exactly what its commands call."""
 
-import copy
-
 import pytest
 import yaml
 from kubernetes import client
@@ -22,8 +20,6 @@ CLEANUP = {("release", "", "pods", "list", ()), ("release", "", "pods/log", "get
            ("release", "batch", "jobs", "delete", ())}
 EXPECTED = {f"{FULLNAME}-pre-install": DISCOVERY | RECORDS, f"{FULLNAME}-worker": DISCOVERY | RECORDS,
             f"{FULLNAME}-cleanup": CLEANUP, FULLNAME: set()}
-# What every authenticated identity may do (system:basic-user): ask what it may do.
-SELF_REVIEWS = {"authorization.k8s.io", "authentication.k8s.io"}
 
 
 @pytest.fixture(scope="module")
@@ -42,39 +38,15 @@ def applied(seed_services, tmp_path_factory):
     cluster.delete_namespace(namespace)
 
 
-def as_service_account(namespace, name):
-    token = cluster.core().create_namespaced_service_account_token(
-        name, namespace, client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))).status.token
-    configuration = copy.copy(cluster.api().configuration)
-    configuration.cert_file = configuration.key_file = None
-    configuration.api_key = {"authorization": f"Bearer {token}"}
-    return client.ApiClient(configuration)
-
-
-def rules(api, namespace):
-    review = client.AuthorizationV1Api(api).create_self_subject_rules_review(
-        client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace)))
-    found = set()
-    for rule in review.status.resource_rules:
-        for group in rule.api_groups or [""]:
-            if group in SELF_REVIEWS:
-                continue
-            for resource in rule.resources or []:
-                for verb in rule.verbs:
-                    found.add((group, resource, verb, tuple(rule.resource_names or ())))
-    return found
-
-
 def test_every_service_account_may_do_what_its_commands_call_and_nothing_more(applied):
     namespace, objects = applied
     accounts = {o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"}
     assert accounts == set(EXPECTED)
     for account, expected in EXPECTED.items():
-        api = as_service_account(namespace, account)
+        api = cluster.as_service_account(namespace, account)
         where = {"release": namespace, "baseten": "baseten", "default": "default"}
         for label, ns in where.items():
-            granted = rules(api, ns)
+            granted = cluster.granted_rules(api, ns)
             wanted = {(g, r, v, names) for n, g, r, v, names in expected if n == label}
             assert granted == wanted, (account, ns)
             assert not any("*" in (g, r, v) for g, r, v, _ in granted)
@@ -89,7 +61,7 @@ def test_every_service_account_may_do_what_its_commands_call_and_nothing_more(ap
 def test_a_removed_verb_is_a_real_403(applied):
     """The worker's token may patch its record, and only that ConfigMap: another is refused by the server."""
     namespace, _ = applied
-    api = as_service_account(namespace, f"{FULLNAME}-worker")
+    api = cluster.as_service_account(namespace, f"{FULLNAME}-worker")
     cluster.core().create_namespaced_config_map(namespace, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="not-the-record")))
     with pytest.raises(client.exceptions.ApiException) as caught:

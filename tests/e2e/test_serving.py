@@ -36,7 +36,11 @@ def mgmtd():
 
 
 def helm_test(major, namespace, runner):
-    """`helm test`'s verdict and the test Pod's log."""
+    """`helm test`'s verdict and the test Pod's log, once the frontend's Service name resolves: here it leads to
+    the Service's ready endpoints (testbed/cluster_dns.py), rewritten up to a second after their EndpointSlice
+    changed, where a cluster's DNS answers with the Service's IP at once."""
+    service = f"{RELEASE}-dynamo-offloading-frontend"
+    cluster.wait_until(lambda: runner.hosts_files.resolves(namespace, service), f"{service} resolving", within=30)
     done = cluster.helm(major, "test", RELEASE, "-n", namespace, "--timeout", "3m", check=False)
     pods = [name for name in runner.logs if "test-chat-completion" in name]
     return done, runner.logs[pods[-1]]["chat-completion"] if pods else ""
@@ -52,6 +56,63 @@ def selections(runner, pod):
     """The KV router's choices in a frontend's log: (worker id, cached blocks) per routed request."""
     return [(int(m["worker"]), int(m["cached"])) for line in runner.log(pod.metadata.name, "frontend").splitlines()
             for pattern in ROUTED if (m := pattern.search(line))]
+
+
+def repeat_until_routed_by_cache(runner, frontend, model, prompt, repeats=3, attempts=20):
+    """Send `prompt` until the router finds its blocks cached, then `repeats` times more: the router's choices.
+
+    A worker publishes the blocks it cached after it answers, and the router learns them asynchronously, so the
+    first repeats may come before the event: the router then sees nothing cached (0 blocks) and may pick another
+    worker, which then holds the blocks too."""
+    before = len(selections(runner, frontend))
+
+    def send():
+        """One request; the choices so far once the router's line for it is in the log."""
+        expected = len(selections(runner, frontend)) + 1
+
+        def logged():
+            seen = selections(runner, frontend)
+            return seen[before:] if len(seen) >= expected else None
+        chat(frontend.status.pod_ip, model, prompt)
+        return cluster.wait_until(logged, "the router's line for the request", within=10, every=0.1)
+
+    for _ in range(attempts):
+        if send()[-1][1] > 0:
+            break
+        time.sleep(0.5)
+    for _ in range(repeats):
+        chosen = send()
+    return chosen
+
+
+def assert_routed_to_holders(chosen, repeats=3):
+    """Once the router finds the prompt's blocks, every repeat goes to a worker that served the prompt before
+    (so holds its blocks), with the blocks counted as cached."""
+    first_hit = next((i for i, (_, cached) in enumerate(chosen) if cached > 0), None)
+    assert first_hit is not None and first_hit > 0, chosen
+    assert len(chosen) == first_hit + 1 + repeats, chosen
+    for i in range(first_hit, len(chosen)):
+        holders = {worker for worker, _ in chosen[:i]}
+        worker, cached = chosen[i]
+        assert worker in holders and cached > 0, chosen
+
+
+def served_counts(runner, namespace):
+    """How many requests each worker pod's engine served so far (the engine's line per request), by pod."""
+    return {p.metadata.name: runner.log(p.metadata.name, "worker").count(" served by worker ")
+            for p in cluster.release_pods(namespace, RELEASE, "worker")}
+
+
+def assert_each_model_served_by_its_group_only(namespace, runner):
+    """values/scale-out.yaml serves Qwen3-8B from group qwen3-8b and Qwen3-32B from qwen3-32b."""
+    frontend = frontends(namespace)[0]
+    for model, group in zip(MODELS, ("qwen3-8b", "qwen3-32b")):
+        before = served_counts(runner, namespace)
+        for i in range(8):
+            chat(frontend.status.pod_ip, model, f"{PROMPT} {i}")
+        after = served_counts(runner, namespace)
+        served = {pod for pod, count in after.items() if count > before.get(pod, 0)}
+        assert served and all(f"-worker-{group}-" in pod for pod in served), (model, served)
 
 
 @pytest.fixture(scope="class")
@@ -118,17 +179,13 @@ class TestPool:
 
     def test_a_repeated_prompt_goes_to_the_worker_holding_its_blocks(self, pool):
         """KV routing: the workers publish the blocks they cache over the chart's NATS, so the frontend's router
-        sends the prompt again to the worker that served it first, among the group's four."""
+        sends the prompt again to a worker that served it, among the group's four."""
         namespace, runner = pool
         frontend = frontends(namespace)[0]
-        before = len(selections(runner, frontend))
-        for _ in range(6):
-            chat(frontend.status.pod_ip, "Qwen/Qwen3-8B", PROMPT)
-        chosen = selections(runner, frontend)[before:]
-        assert len(chosen) == 6, chosen
-        first, *repeats = chosen
-        assert {worker for worker, _ in repeats} == {first[0]}, chosen
-        assert all(cached > 0 for _, cached in repeats), chosen
+        assert_routed_to_holders(repeat_until_routed_by_cache(runner, frontend, "Qwen/Qwen3-8B", PROMPT))
+
+    def test_each_model_s_requests_go_to_its_own_group(self, pool):
+        assert_each_model_served_by_its_group_only(*pool)
 
     def test_a_deleted_worker_s_requests_go_to_the_others(self, pool):
         namespace, runner = pool
@@ -273,14 +330,35 @@ class TestPoolOnKubernetesDiscovery:
         """KV events over ZMQ, each worker's publisher found through discovery."""
         namespace, runner = pool_kubernetes
         frontend = frontends(namespace)[0]
-        before = len(selections(runner, frontend))
-        for _ in range(6):
-            chat(frontend.status.pod_ip, "Qwen/Qwen3-8B", PROMPT)
-        chosen = selections(runner, frontend)[before:]
-        assert len(chosen) == 6, runner.log(frontend.metadata.name, "frontend")[-3000:]
-        first, *repeats = chosen
-        assert {worker for worker, _ in repeats} == {first[0]}, chosen
-        assert all(cached > 0 for _, cached in repeats), chosen
+        assert_routed_to_holders(repeat_until_routed_by_cache(runner, frontend, "Qwen/Qwen3-8B", PROMPT))
+
+    def test_each_model_s_requests_go_to_its_own_group(self, pool_kubernetes):
+        assert_each_model_served_by_its_group_only(*pool_kubernetes)
+
+    def test_dynamo_may_do_what_it_calls_on_the_api_server_and_nothing_more(self, pool_kubernetes):
+        """RBAC measured: what the frontend's and the workers' Dynamo processes asked the API server (its audit
+        log) while serving and through a worker's restart, against what their ServiceAccounts may do (the
+        server's SelfSubjectRulesReview). Server-side apply of an object not there yet is authorized as create
+        and audited as patch, so a patch accounts for create."""
+        namespace, _ = pool_kubernetes
+        victim = cluster.release_pods(namespace, RELEASE, "worker")[0]
+        cluster.core().delete_namespaced_pod(victim.metadata.name, namespace)
+
+        def restarted():
+            pod = cluster.core().read_namespaced_pod(victim.metadata.name, namespace)
+            return pod.metadata.uid != victim.metadata.uid and cluster.pod_ready(pod)
+        cluster.wait_until(restarted, f"{victim.metadata.name} back and Ready", within=120)
+        for component in ("frontend", "worker"):
+            account = cluster.release_pods(namespace, RELEASE, component)[0].spec.service_account_name
+            requests = cluster.audited_requests(namespace, account)
+            assert requests and not [r for r in requests if r[-1] == 403], (component, requests)
+            called = {request[:-1] for request in requests}
+            applied = {(where, group, resource, "create") for where, group, resource, verb in called if verb == "patch"}
+            account_api = cluster.as_service_account(namespace, account)
+            granted = {(where, *rule[:-1]) for where in (namespace, cluster.SEED_NAMESPACE)
+                       for rule in cluster.granted_rules(account_api, where)}
+            assert called <= granted, (component, sorted(called - granted))
+            assert granted <= called | applied, (component, sorted(granted - called - applied))
 
 
 def test_without_dynamos_crd_the_install_fails_before_anything_is_created(dynamo_crd, hub, mgmtd):
