@@ -185,14 +185,16 @@ def test_the_pre_install_job_stands_on_a_node_of_the_first_group():
 
 
 def endpoint_of(sts):
-    (endpoint,) = [a.removeprefix("--endpoint=") for a in container(sts, "worker")["args"] if a.startswith("--endpoint=")]
+    (endpoint,) = [a.removeprefix("--endpoint=") for a in container(sts, "worker")["args"]
+                   if a.startswith("--endpoint=")]
     return endpoint
 
 
 def test_each_served_model_has_its_own_dynamo_endpoint_and_a_model_s_groups_share_it():
     """Dynamo 1.x refuses a second model on an endpoint (the worker exits), and 0.9 lists one endpoint's
     workers for every model registered there."""
-    endpoints = {name.removeprefix(f"{PREFIX}-worker-"): endpoint_of(sts) for name, sts in workers(render(SCALE_OUT)).items()}
+    endpoints = {name.removeprefix(f"{PREFIX}-worker-"): endpoint_of(sts)
+                 for name, sts in workers(render(SCALE_OUT)).items()}
     assert endpoints == {"qwen3-8b": "dyn://dynamo.qwen-qwen3-8b.generate",
                          "qwen3-32b": "dyn://dynamo.qwen-qwen3-32b.generate"}
     same_model = {"worker": {"groups": {"qwen3-32b": {"model": {"repoId": "Qwen/Qwen3-8B"}}}}}

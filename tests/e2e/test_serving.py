@@ -106,13 +106,25 @@ def served_counts(runner, namespace):
 def assert_each_model_served_by_its_group_only(namespace, runner):
     """values/scale-out.yaml serves Qwen3-8B from group qwen3-8b and Qwen3-32B from qwen3-32b."""
     frontend = frontends(namespace)[0]
-    for model, group in zip(MODELS, ("qwen3-8b", "qwen3-32b")):
+    for model, group in zip(MODELS, ("qwen3-8b", "qwen3-32b"), strict=True):
         before = served_counts(runner, namespace)
         for i in range(8):
             chat(frontend.status.pod_ip, model, f"{PROMPT} {i}")
         after = served_counts(runner, namespace)
         served = {pod for pod, count in after.items() if count > before.get(pod, 0)}
         assert served and all(f"-worker-{group}-" in pod for pod in served), (model, served)
+
+
+def assert_a_deleted_worker_s_requests_go_to_the_others(namespace):
+    frontend = frontends(namespace)[0]
+    group = f"{cluster.component_selector(RELEASE, 'worker')},dynamo-offloading/worker-group=qwen3-8b"
+    victim = cluster.core().list_namespaced_pod(namespace, label_selector=group).items[0]
+    cluster.core().delete_namespaced_pod(victim.metadata.name, namespace)
+    cluster.wait_until(lambda: victim.metadata.uid not in {
+        p.metadata.uid for p in cluster.core().list_namespaced_pod(namespace, label_selector=group).items},
+        f"{victim.metadata.name} gone", within=60)
+    for _ in range(8):
+        assert chat(frontend.status.pod_ip, "Qwen/Qwen3-8B")["choices"]
 
 
 @pytest.fixture(scope="class")
@@ -188,16 +200,7 @@ class TestPool:
         assert_each_model_served_by_its_group_only(*pool)
 
     def test_a_deleted_worker_s_requests_go_to_the_others(self, pool):
-        namespace, runner = pool
-        frontend = frontends(namespace)[0]
-        group = f"{cluster.component_selector(RELEASE, 'worker')},dynamo-offloading/worker-group=qwen3-8b"
-        victim = cluster.core().list_namespaced_pod(namespace, label_selector=group).items[0]
-        cluster.core().delete_namespaced_pod(victim.metadata.name, namespace)
-        cluster.wait_until(lambda: victim.metadata.uid not in {
-            p.metadata.uid for p in cluster.core().list_namespaced_pod(namespace, label_selector=group).items},
-            f"{victim.metadata.name} gone", within=60)
-        for _ in range(8):
-            assert chat(frontend.status.pod_ip, "Qwen/Qwen3-8B")["choices"]
+        assert_a_deleted_worker_s_requests_go_to_the_others(pool[0])
 
 
 def test_a_frontend_without_the_worker_s_model_files_is_not_ready_and_says_why(seed_peers, hub, mgmtd):
@@ -334,6 +337,9 @@ class TestPoolOnKubernetesDiscovery:
 
     def test_each_model_s_requests_go_to_its_own_group(self, pool_kubernetes):
         assert_each_model_served_by_its_group_only(*pool_kubernetes)
+
+    def test_a_deleted_worker_s_requests_go_to_the_others(self, pool_kubernetes):
+        assert_a_deleted_worker_s_requests_go_to_the_others(pool_kubernetes[0])
 
     def test_dynamo_may_do_what_it_calls_on_the_api_server_and_nothing_more(self, pool_kubernetes):
         """RBAC measured: what the frontend's and the workers' Dynamo processes asked the API server (its audit
