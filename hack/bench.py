@@ -116,7 +116,8 @@ def per_request(address, runs):
 def serving_rows(tmp, runs=30):
     """The chart served for real (testbed/serving.py), against Dynamo started by hand in one test host."""
     with serving.seed_peers(tmp / "peers"), serving.hub(tmp / "model") as hub, serving.mgmtd() as mgmtd:
-        for env in ("ipoib", "scale-out"):
+        cluster.install_dynamo_crd()  # for ipoib-kubernetes (Dynamo 1.6.1, Kubernetes discovery)
+        for env in ("ipoib", "ipoib-kubernetes", "scale-out"):
             yield f"serving: helm install to the first chat completion, values/{env}.yaml", \
                 first_completion(env, mgmtd, hub, 2), 2, ""
         with serving.release("ipoib", 4, mgmtd, hub) as (namespace, _):

@@ -31,6 +31,7 @@ class WorkerWatch:
         self.pods = {}
         self.starting = collections.Counter()
         self.unavailable = collections.Counter()
+        self.timeline = []  # what each event said, for a failing assertion
         self._watch = watch.Watch()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
@@ -49,6 +50,9 @@ class WorkerWatch:
         for event in self._watch.stream(cluster.core().list_namespaced_pod, self.namespace, label_selector=WORKERS,
                                         resource_version=listing.metadata.resource_version, timeout_seconds=600):
             pod = event["object"]
+            self.timeline.append((event["type"], pod.metadata.name, pod.status.phase, cluster.pod_ready(pod),
+                                  pod.metadata.deletion_timestamp is not None,
+                                  pod.metadata.labels.get("controller-revision-hash")))
             if event["type"] == "DELETED":
                 self.pods.pop(pod.metadata.name, None)
             else:
@@ -108,7 +112,7 @@ def test_scale_out_places_rolls_and_refuses(helm_major, namespace, seed_services
     with WorkerWatch(namespace, replicas) as upgrade:
         cluster.install(helm_major, RELEASE, namespace, values, cluster.CLUSTER_VALUES,
                         {"worker": {"engine": {"max_batch_size": 32}}})
-    assert dict(upgrade.unavailable) == {name: 1 for name in groups}
+    assert dict(upgrade.unavailable) == {name: 1 for name in groups}, "\n".join(map(str, upgrade.timeline))
     assert {p.metadata.labels["controller-revision-hash"] for p in worker_pods(namespace)} != \
         {p.metadata.labels["controller-revision-hash"] for p in pods}
 

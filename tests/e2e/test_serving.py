@@ -36,14 +36,18 @@ def mgmtd():
 
 
 def helm_test(major, namespace, runner):
-    """`helm test`'s verdict and the test Pod's log, once the frontend's Service name resolves: here it leads to
-    the Service's ready endpoints (testbed/cluster_dns.py), rewritten up to a second after their EndpointSlice
+    """The test Pod's log once `helm test` passed, run when the frontend's Service name resolves: here it leads
+    to the Service's ready endpoints (testbed/cluster_dns.py), rewritten up to a second after their EndpointSlice
     changed, where a cluster's DNS answers with the Service's IP at once."""
     service = f"{RELEASE}-dynamo-offloading-frontend"
     cluster.wait_until(lambda: runner.hosts_files.resolves(namespace, service), f"{service} resolving", within=30)
     done = cluster.helm(major, "test", RELEASE, "-n", namespace, "--timeout", "3m", check=False)
     pods = [name for name in runner.logs if "test-chat-completion" in name]
-    return done, runner.logs[pods[-1]]["chat-completion"] if pods else ""
+    log = runner.logs[pods[-1]]["chat-completion"] if pods else ""
+    ready = {p.metadata.name: cluster.pod_ready(p) for p in cluster.release_pods(namespace, RELEASE, "frontend")}
+    assert done.returncode == 0, f"{done.stdout}{done.stderr}{log}\nfrontends ready: {ready}\n" \
+        f"{runner.hosts_files.path(namespace).read_text()}\n{runner.describe()}"
+    return log
 
 
 # The KV router's line for each routed request: 0.9.0's "Selected worker" event, 1.6.1's request span.
@@ -157,8 +161,7 @@ class TestSeed:
         models = request(f"http://{frontend.status.pod_ip}:8000/v1/models")["data"]
         assert [m["id"] for m in models] == ["Qwen/Qwen3-8B"]
         assert chat(frontend.status.pod_ip, "Qwen/Qwen3-8B")["choices"][0]["message"]["content"]
-        done, log = helm_test(3, namespace, runner)
-        assert done.returncode == 0, done.stdout + done.stderr + log
+        log = helm_test(3, namespace, runner)
         assert "chat completion OK: Qwen/Qwen3-8B" in log and "streamed chat completion OK: Qwen/Qwen3-8B" in log
 
 
@@ -173,8 +176,7 @@ class TestSeedOn16:
         assert frontend.spec.containers[0].image.endswith(":1.6.0")
         models = request(f"http://{frontend.status.pod_ip}:8000/v1/models")["data"]
         assert [m["id"] for m in models] == ["Qwen/Qwen3-8B"]
-        done, log = helm_test(4, namespace, runner)
-        assert done.returncode == 0, done.stdout + done.stderr + log
+        log = helm_test(4, namespace, runner)
         assert "streamed chat completion OK: Qwen/Qwen3-8B" in log
         worker = runner.log(f"{RELEASE}-dynamo-offloading-worker-0", "worker")
         assert "dynamo.trtllm stand-in" in worker and "'--publish-events-and-metrics'" not in worker
@@ -184,8 +186,7 @@ class TestPool:
 
     def test_every_model_answers_helm_test(self, pool):
         namespace, runner = pool
-        done, log = helm_test(4, namespace, runner)
-        assert done.returncode == 0, done.stdout + done.stderr + log
+        log = helm_test(4, namespace, runner)
         for model in MODELS:
             assert f"streamed chat completion OK: {model}" in log
 
@@ -290,8 +291,7 @@ class TestKubernetesDiscovery:
             namespace, label_selector="nvidia.com/dynamo-discovery-enabled=true").items
         assert [(e.target_ref.uid, e.conditions.ready) for s in slices for e in s.endpoints] == \
             [(worker.metadata.uid, True)]
-        done, log = helm_test(4, namespace, runner)
-        assert done.returncode == 0, done.stdout + done.stderr + log
+        log = helm_test(4, namespace, runner)
         assert "streamed chat completion OK: Qwen/Qwen3-8B" in log
         # Nothing of etcd or NATS: no address in any Dynamo process, no server.
         for pod in cluster.release_pods(namespace, RELEASE):
@@ -324,8 +324,7 @@ def pool_kubernetes(dynamo_crd, hub, mgmtd):
 class TestPoolOnKubernetesDiscovery:
     def test_every_model_answers_helm_test(self, pool_kubernetes):
         namespace, runner = pool_kubernetes
-        done, log = helm_test(4, namespace, runner)
-        assert done.returncode == 0, done.stdout + done.stderr + log
+        log = helm_test(4, namespace, runner)
         for model in MODELS:
             assert f"streamed chat completion OK: {model}" in log
 
