@@ -375,7 +375,7 @@ name there would put two models on one endpoint.
 worker.model.servedModelName: {{ $model }} has no letter or digit to name its Dynamo endpoint after; serve it under another name
 {{- end }}
 {{- with get $seen $component }}
-worker.model.servedModelName: {{ . }} and {{ $model }} both make the Dynamo endpoint dyn://dynamo.{{ $component }}.generate, where a worker registers its model, and Dynamo serves one model per endpoint; serve one of them under another name (worker.groups.<name>.model.servedModelName)
+worker.model.servedModelName: {{ . }} and {{ $model }} both make the Dynamo endpoint {{ include "dynamo-offloading.worker.endpoint" $model }}, where a worker registers its model, and Dynamo serves one model per endpoint; serve one of them under another name (worker.groups.<name>.model.servedModelName)
 {{- end }}
 {{- $_ := set $seen $component $model }}
 {{- end }}

@@ -81,17 +81,19 @@ nodeSelector), else the nodes that match worker.nodeSelector when the release is
 {{- end }}
 
 {{/*
-The Dynamo endpoint a group's workers serve on, one per served model and named after it: groups serving
-different models never share one (1.x refuses a second model on an endpoint, and 0.9 would send a model's
-requests to the other model's workers too), and groups serving the same model make one pool.
+The Dynamo endpoint the workers serving a model serve on, one per served model and named after it: groups
+serving different models never share one (1.x refuses a second model on an endpoint, and 0.9 would send a
+model's requests to the other model's workers too), and groups serving the same model make one pool.
+Context: the served model name.
 */}}
 {{- define "dynamo-offloading.worker.endpoint" -}}
-dyn://dynamo.{{ include "dynamo-offloading.worker.endpointComponent" (include "dynamo-offloading.worker.servedModelName" .) }}.generate
+dyn://dynamo.{{ include "dynamo-offloading.worker.endpointComponent" . }}.generate
 {{- end }}
 
 {{/*
 The Dynamo component named after a served model: lower case, each run of characters Dynamo refuses in a
-name (all but a-z, 0-9, - and _) made one -. Context: the served model name.
+name (all but a-z, 0-9, - and _) made one -, without a leading or trailing - or _ (a leading _ is reserved).
+Context: the served model name.
 */}}
 {{- define "dynamo-offloading.worker.endpointComponent" -}}
 {{- regexReplaceAll "[^a-z0-9_-]+" (lower .) "-" | trimAll "-_" }}

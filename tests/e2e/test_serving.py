@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 
 from testbed import cluster, servers, serving
+from testbed.helm import environment_values
 from testbed.netns import network_host
 from testbed.serving import ETCD_PORT, MODELS, RELEASE, chat, frontends, release, request
 
@@ -108,9 +109,10 @@ def served_counts(runner, namespace):
 
 
 def assert_each_model_served_by_its_group_only(namespace, runner):
-    """values/scale-out.yaml serves Qwen3-8B from group qwen3-8b and Qwen3-32B from qwen3-32b."""
+    """Each group of values/scale-out.yaml serves its own model."""
     frontend = frontends(namespace)[0]
-    for model, group in zip(MODELS, ("qwen3-8b", "qwen3-32b"), strict=True):
+    for group, settings in environment_values("scale-out")["worker"]["groups"].items():
+        model = settings["model"]["repoId"]
         before = served_counts(runner, namespace)
         for i in range(8):
             chat(frontend.status.pod_ip, model, f"{PROMPT} {i}")
