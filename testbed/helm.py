@@ -1,12 +1,20 @@
-"""Where the repository, its chart and the Helm binaries of `make tools` are, and the values of an
-environment as values/ holds them."""
+"""Where the repository, its chart and the Helm binaries of `make tools` are, the values of an environment
+as values/ holds them, and the chart rendered with real Helm through pyhelm3."""
 
+import asyncio
+import functools
+import json
 import pathlib
 
+import pyhelm3
 import yaml
+
+from generator.environments import overlay
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "chart"
+RELEASE = "dynamo"
+NAMESPACE = "dynamo-test"
 
 
 def helm_executable(major):
@@ -24,3 +32,25 @@ def environment_values(env):
 def chart_defaults():
     """The chart's default values (chart/values.yaml)."""
     return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+@functools.cache
+def _client(major):
+    return pyhelm3.Client(executable=helm_executable(major))
+
+
+@functools.lru_cache(maxsize=256)
+def _render_cached(major, values_json):
+    async def run():
+        client = _client(major)
+        chart = await client.get_chart(CHART)
+        return list(await client.template_resources(chart, RELEASE, json.loads(values_json), namespace=NAMESPACE))
+
+    return tuple(doc for doc in asyncio.run(run()) if doc)
+
+
+def render(*values, major=4):
+    """Render the chart with the given values dicts layered in order; return the objects (fresh copies)."""
+    merged = functools.reduce(overlay, values, {})
+    docs = _render_cached(major, json.dumps(merged, sort_keys=True))
+    return json.loads(json.dumps(docs))

@@ -1,42 +1,14 @@
 """Render the chart with real Helm binaries through pyhelm3, and run the helm commands pyhelm3 lacks."""
 
-import asyncio
-import functools
-import json
 import subprocess
 
 import pyhelm3
 import yaml
 
-from generator.environments import overlay
-from testbed.helm import CHART, ROOT, environment_values, helm_executable  # noqa: F401 - used by the tests
+from testbed.helm import CHART, NAMESPACE, RELEASE, ROOT, environment_values, helm_executable, render  # noqa: F401
 
 ENVIRONMENTS = sorted(p.stem for p in (ROOT / "values").glob("*.yaml"))
 HELM_MAJORS = (3, 4)
-RELEASE = "dynamo"
-NAMESPACE = "dynamo-test"
-
-
-@functools.cache
-def _client(major):
-    return pyhelm3.Client(executable=helm_executable(major))
-
-
-@functools.lru_cache(maxsize=256)
-def _render_cached(major, values_json):
-    async def run():
-        client = _client(major)
-        chart = await client.get_chart(CHART)
-        return list(await client.template_resources(chart, RELEASE, json.loads(values_json), namespace=NAMESPACE))
-
-    return tuple(doc for doc in asyncio.run(run()) if doc)
-
-
-def render(*values, major=4):
-    """Render the chart with the given values dicts layered in order; return the objects (fresh copies)."""
-    merged = functools.reduce(overlay, values, {})
-    docs = _render_cached(major, json.dumps(merged, sort_keys=True))
-    return json.loads(json.dumps(docs))
 
 
 def render_error(*values, major=4):
