@@ -19,7 +19,7 @@ VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
 ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
 PYTEST_ARGS ?=
 
-.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench cluster cluster-down dynamo-runtime e2e clean
+.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench cluster cluster-down dynamo-runtime e2e kvbm-bundle kvbm-gpu clean
 
 all: generate check lint render package ## Generate, check, lint, render every environment and package
 
@@ -121,6 +121,18 @@ e2e: .tools/.helm cluster dynamo-runtime ## helm install, upgrade, test, rollbac
 
 bench: .tools/.helm cluster dynamo-runtime ## Time rendering, each hook step and a release's install/upgrade/uninstall; prints a table
 	$(PYTHON) -m hack.bench
+
+KVBM_VERSIONS ?=
+KVBM_BUNDLE   := build/kvbm-gpu
+
+kvbm-bundle: $(VENV)/.installed .tools/.helm ## Pack what make kvbm-gpu needs on a GPU machine into build/kvbm-gpu: KVBM per release line, FUSE, the chart's rendered worker cases
+	$(PYTHON) hack/kvbm_bundle.py $(KVBM_VERSIONS)
+	$(PYTHON) -m testbed.kvbm_cases $(KVBM_VERSIONS) > $(KVBM_BUNDLE)/cases.json.partial
+	mv $(KVBM_BUNDLE)/cases.json.partial $(KVBM_BUNDLE)/cases.json
+
+# Runs where it is started, with nothing but python3 and PyTorch: no venv, no Helm (make kvbm-bundle did that).
+kvbm-gpu: ## On a GPU machine (root, /dev/fuse, PyTorch, build/kvbm-gpu carried): the real KVBM driven by the chart's worker environment, each release line; prints a table
+	python3 -m testbed.kvbm_gpu $(KVBM_VERSIONS)
 
 clean: ## Remove build outputs (keeps .venv and .tools)
 	rm -rf $(DIST) build .pytest_cache

@@ -50,7 +50,7 @@ def parse_args(argv):
     """The flags the chart passes to `python3 -m dynamo.trtllm` that decide the engine here; the rest are Dynamo's
     (served model name, endpoint, ...) and have no bearing on KVBM."""
     parser = argparse.ArgumentParser(prog="python3 -m dynamo.trtllm (KVBM stand-in)")
-    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--model-path", "--model", dest="model_path", required=True)  # 0.9.0 and 1.6.1's names
     parser.add_argument("--extra-engine-args", required=True)
     parser.add_argument("--kv-block-size", type=int, default=32)
     args, _ = parser.parse_known_args(argv)

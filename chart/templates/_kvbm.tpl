@@ -187,6 +187,10 @@ The worker's KVBM environment. Presence-tested switches appear only when on.
 - name: DYN_KVBM_DISK_ZEROFILL_FALLBACK
   value: "true"
 {{- end }}
+{{- if and (include "dynamo-offloading.kvbm.tierOn" $k.diskCacheGB) (not $k.diskOffloadFilter) }}
+- name: DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER
+  value: "true"
+{{- end }}
 {{- if $k.metrics.enabled }}
 - name: DYN_KVBM_METRICS
   value: "true"
