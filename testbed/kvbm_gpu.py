@@ -257,7 +257,7 @@ class Run:
                 try:
                     status = worker.ask({"op": "status"}, timeout=1)
                     return first, last, size, allocated, status
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     pass
             time.sleep(0.05)
         raise Failed("the worker did not finish starting")
