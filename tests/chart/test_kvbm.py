@@ -176,3 +176,21 @@ def test_memory_limit_rule_at_its_boundary(limit, enough):
         assert worker_container(ON_3FS, values)["resources"]["limits"]["memory"] == limit
     else:
         assert "worker.resources.limits.memory" in render_error(ON_3FS, values)
+
+
+FILTER_OFF = "DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER"
+
+
+def test_disk_offload_filter_on_by_default_renders_nothing():
+    """On, KVBM's own default: a block reaches disk once offloaded twice (measured by make kvbm-gpu)."""
+    assert FILTER_OFF not in kvbm_env(ON_3FS)
+
+
+@pytest.mark.parametrize("env", [ON_3FS, LOCAL])
+def test_disk_offload_filter_off_is_rendered_true_never_false(env):
+    """KVBM reads the variable for presence: "false" would turn the filter off as well."""
+    assert kvbm_env(env, {"kvbm": {"diskOffloadFilter": False}})[FILTER_OFF] == "true"
+
+
+def test_disk_offload_filter_irrelevant_without_a_disk_tier():
+    assert FILTER_OFF not in kvbm_env(ON_3FS, {"kvbm": {"diskCacheGB": 0, "diskOffloadFilter": False}})

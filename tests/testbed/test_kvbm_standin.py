@@ -1,0 +1,102 @@
+"""testbed/kvbm_standin.py and the cases it runs with on the GPU machine (testbed/kvbm_cases.py): the chart's
+worker arguments, environment and engine config as the stand-in reads them. The GPU run itself is
+tests/testbed/test_kvbm_gpu.py."""
+
+import json
+import sys
+
+import pytest
+
+from testbed import kvbm_cases, kvbm_standin
+
+LINES = sorted(kvbm_cases.ENVIRONMENTS)
+
+
+@pytest.fixture(scope="module", params=LINES)
+def rendered(request):
+    return kvbm_cases.case(request.param, {})
+
+
+@pytest.fixture
+def worker_dir(tmp_path, rendered):
+    """The engine config and a model directory as the worker container has them."""
+    (tmp_path / "engine.yaml").write_text(rendered["engine_yaml"])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"num_hidden_layers": 36, "num_attention_heads": 32,
+                                                   "num_key_value_heads": 8, "hidden_size": 4096,
+                                                   "torch_dtype": "bfloat16"}))
+    return tmp_path
+
+
+def standin_args(rendered, worker_dir):
+    """The stand-in's argv as the start script's `exec python3 -m dynamo.trtllm --model...=... "$@"` passes it."""
+    model_flag = rendered["script"].rsplit("exec python3 -m dynamo.trtllm ", 1)[1].split("=", 1)[0]
+    args = [arg.replace("/etc/dynamo/engine/engine.yaml", str(worker_dir / "engine.yaml"))
+            for arg in rendered["argv"][1:]]
+    return [f"{model_flag}={worker_dir / 'model'}", *args]
+
+
+def test_the_chart_s_model_flag_and_engine_config_reach_the_engine(rendered, worker_dir):
+    engine = kvbm_standin.engine_config(kvbm_standin.parse_args(standin_args(rendered, worker_dir)))
+    assert engine.connector_module == "kvbm.trtllm_integration.connector"
+    assert (engine.scheduler_class, engine.worker_class) == ("DynamoKVBMConnectorLeader", "DynamoKVBMConnectorWorker")
+    assert engine.tokens_per_block == 32  # the chart's --kv-block-size
+    assert (engine.layers, engine.inner_dim) == (36, 8 * 128)  # head_dim from hidden_size / heads
+    assert engine.block_bytes == 36 * 2 * 32 * 1024 * 2
+    assert engine.device_blocks == kvbm_standin.DEFAULT_DEVICE_TOKENS // 32
+
+
+def test_an_engine_config_without_the_kvbm_connector_is_refused(rendered, worker_dir):
+    (worker_dir / "engine.yaml").write_text("backend: pytorch\n")
+    with pytest.raises(SystemExit, match="no kv_connector_config"):
+        kvbm_standin.engine_config(kvbm_standin.parse_args(standin_args(rendered, worker_dir)))
+
+
+def test_kv_cache_config_overrides_the_block_size_and_sizes_the_device_cache(rendered, worker_dir):
+    engine_yaml = worker_dir / "engine.yaml"
+    engine_yaml.write_text(engine_yaml.read_text().replace("kv_cache_config:\n",
+                                                           "kv_cache_config:\n  tokens_per_block: 64\n"
+                                                           "  max_tokens: 4096\n"))
+    engine = kvbm_standin.engine_config(kvbm_standin.parse_args(standin_args(rendered, worker_dir)))
+    assert (engine.tokens_per_block, engine.device_blocks) == (64, 64)
+
+
+def test_the_stand_in_provides_what_the_connector_imports_of_tensorrt_llm(monkeypatch):
+    """Both lines' import paths of TensorRT-LLM's connector base classes (1.6.1's moved to connectors/)."""
+    for name in list(sys.modules):
+        if name.startswith("tensorrt_llm"):
+            monkeypatch.delitem(sys.modules, name)
+    kvbm_standin.stub_tensorrt_llm()
+    from tensorrt_llm._torch.pyexecutor.connectors.kv_cache_connector import KvCacheConnectorWorker  # noqa: F401
+    from tensorrt_llm._torch.pyexecutor.kv_cache_connector import KvCacheConnectorScheduler, SchedulerOutput
+    from tensorrt_llm.bindings.internal.batch_manager import LlmRequest  # noqa: F401
+    from tensorrt_llm.llmapi.llm_args import TorchLlmArgs
+
+    args = TorchLlmArgs(32)
+    assert args.parallel_config.to_mapping().world_size == 1
+    assert KvCacheConnectorScheduler(args)._llm_args is args
+    assert SchedulerOutput().new_requests == []
+    for name in list(sys.modules):
+        if name.startswith("tensorrt_llm"):
+            del sys.modules[name]
+
+
+def test_cases_carry_the_worker_environment_as_the_kubelet_expands_it(rendered):
+    env = rendered["env"]
+    pod = "dynamo-dynamo-offloading-worker-0"
+    assert env["POD_NAME"] == pod
+    assert env["DYN_KVBM_DISK_CACHE_DIR"] == f"{rendered['mountpoint']}/kvbm_cache/{kvbm_cases.NAMESPACE}/{pod}"
+    assert "$(" not in json.dumps(env)
+    assert rendered["script"].startswith(kvbm_cases.HANDOFF_LINE)
+    assert rendered["shell"] == ["/bin/sh", "-ec"]
+    assert rendered["argv"][0] == "worker"  # $0 of the script; the rest are "$@"
+
+
+def test_each_case_layers_its_values_on_the_seed_s_cluster():
+    tiers = kvbm_cases.case("0.9.0", kvbm_cases.CASES["tiers"])
+    assert tiers["env"]["DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER"] == "true"
+    assert (tiers["env"]["DYN_KVBM_CPU_CACHE_GB"], tiers["env"]["DYN_KVBM_DISK_CACHE_GB"]) == ("1", "2")
+    sparse = kvbm_cases.case("0.9.0", kvbm_cases.CASES["start-sparse"])
+    assert "DYN_KVBM_DISK_ZEROFILL_FALLBACK" not in sparse["env"]
+    assert sparse["env"]["DYN_KVBM_DISK_CACHE_GB"] == "50"
