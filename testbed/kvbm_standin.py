@@ -303,7 +303,10 @@ class KvbmEngine:
         if matched and is_async:
             self._step(SchedulerOutput())
             self._until(1, request.request_id, loading=[request.request_id])
-        new = RequestData(request.request_id, list(tokens), list(block_ids), matched, len(tokens) - matched)
+        # TensorRT-LLM leaves the connector's tokens out of a request's first scheduler output, unless they were
+        # loaded asynchronously in an earlier iteration (kv_cache_connector.py, build_scheduler_output).
+        computed = matched if is_async else 0
+        new = RequestData(request.request_id, list(tokens), list(block_ids), computed, len(tokens) - matched)
         self._step(SchedulerOutput(new_requests=[new]))
         loaded = matched // bs
         self._forward(request, block_ids, loaded)
