@@ -254,11 +254,9 @@ class Run:
             if stop_at is not None and allocated >= stop_at:
                 return first, time.monotonic(), size, allocated
             if stop_at is None and SOCKET.exists():
-                try:
-                    status = worker.ask({"op": "status"}, timeout=1)
+                status = worker.ask({"op": "status"}, timeout=10)
+                if status["ready"]:
                     return first, last, size, allocated, status
-                except TimeoutError:
-                    pass
             time.sleep(0.05)
         raise Failed("the worker did not finish starting")
 

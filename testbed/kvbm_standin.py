@@ -21,8 +21,8 @@ must come from KVBM.
 
 Requests, one JSON line each way: {"op": "prefill", "tokens": [...]} runs one request through prefill (one
 scheduler iteration per step, as TensorRT-LLM: matched tokens, async onboarding, the forward pass with per-layer
-saves, request_finished, waiting for its save) and answers what happened; {"op": "status"} answers the start's
-timings; {"op": "quit"} ends the process.
+saves, request_finished, waiting for its save) and answers what happened; {"op": "status"} answers at once
+whether the start is done and, once it is, its timings; {"op": "quit"} ends the process.
 """
 
 import argparse
@@ -336,14 +336,18 @@ def serve(path, engine, ready):
     lock = threading.Lock()
 
     def answer(request):
-        ready.wait()
         if ready.error:
             return {"error": ready.error}
         if request["op"] == "status":
             running = engine[0]
-            return {"timings": running.timings, "block_bytes": running.engine.block_bytes,
+            if not ready.is_set():
+                return {"ready": False}
+            return {"ready": True, "timings": running.timings, "block_bytes": running.engine.block_bytes,
                     "device_blocks": running.engine.device_blocks,
                     "tokens_per_block": running.engine.tokens_per_block}
+        ready.wait()
+        if ready.error:
+            return {"error": ready.error}
         if request["op"] == "prefill":
             with lock:
                 return engine[0].prefill(request["tokens"])
