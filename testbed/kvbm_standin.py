@@ -234,7 +234,10 @@ class KvbmEngine:
                 time.sleep(0.05)
                 continue
             ready = time.monotonic() - since
-            self.scheduler.request_finished(probe, [])
+            try:
+                self.scheduler.request_finished(probe, [])
+            except BaseException as e:  # the probe holds no blocks; its slot outliving it costs nothing
+                self.log(f"KVBM stand-in: finishing the readiness probe: {type(e).__name__}: {e}")
             return ready
 
     def _pattern(self, seed):
