@@ -238,7 +238,7 @@ class Run:
         self.log.write(f"\n=== {self.version}: {text}\n".encode())
         self.log.flush()
 
-    def watch_allocation(self, worker, cache_dir, stop_at=None):
+    def watch_allocation(self, worker, cache_dir, stop_at=None, ignore=()):
         """Poll the cache file until the leader answers (or, stop_at, until that many bytes are allocated):
         the seconds from the file's first byte to its last, and its last (size, allocated)."""
         first = last = None
@@ -246,7 +246,7 @@ class Run:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             check(worker.process.poll() is None, f"the worker exited with {worker.process.returncode} while starting")
-            files = cache_files(cache_dir) if cache_dir.exists() else []
+            files = [f for f in cache_files(cache_dir) if f[0] not in ignore] if cache_dir.exists() else []
             if files:
                 _, size, allocated = max(files, key=lambda f: f[2])
                 if allocated and first is None:
@@ -256,7 +256,10 @@ class Run:
             if stop_at is not None and allocated >= stop_at:
                 return first, time.monotonic(), size, allocated
             if stop_at is None and SOCKET.exists():
-                status = worker.ask({"op": "status"}, timeout=10)
+                try:
+                    status = worker.ask({"op": "status"}, timeout=2)
+                except TimeoutError:  # KVBM holds the GIL while it allocates: the engine answers afterwards
+                    status = {"ready": False}
                 if status["ready"]:
                     return first, last, size, allocated, status
             time.sleep(0.05)
@@ -271,7 +274,7 @@ class Run:
         gb = float(case["env"]["DYN_KVBM_DISK_CACHE_GB"])
         zerofill = "DYN_KVBM_DISK_ZEROFILL_FALLBACK" in case["env"]
         detail = (f"CPU {case['env']['DYN_KVBM_CPU_CACHE_GB']} GB, disk {gb:g} GB; register_kv_caches "
-                  f"{timings['register_kv_caches_s']:.1f} s, leader ready {timings['leader_ready_s']:.1f} s after")
+                  f"{timings['register_kv_caches_s']:.1f} s, leader ready at {timings['leader_ready_s']:.1f} s")
         if zerofill:
             check(first and last, f"{name}: the zero-fill was not seen (allocated {allocated} of {size})")
             rate = gb / ((last - first) / 60)
@@ -296,7 +299,7 @@ class Run:
             names = [n for n, _, _ in left]
             hidden = [n for n in names if n.startswith(HIDDEN)]
             with Worker(case, self.runtime_env, self.log) as worker:
-                self.watch_allocation(worker, cache_dir, stop_at=1)  # the next start's own file has begun
+                self.watch_allocation(worker, cache_dir, stop_at=1, ignore=names)  # the next start's own file
                 after = [n for n, _, _ in cache_files(cache_dir)]
         self.row("crash mid zero-fill", f"left {names or 'nothing'}", True,
                  f"{len(hidden)} .fuse_hidden files; killed at >= 1 GB written")
