@@ -258,7 +258,7 @@ class Run:
             if stop_at is None and SOCKET.exists():
                 try:
                     status = worker.ask({"op": "status"}, timeout=2)
-                except TimeoutError:  # KVBM holds the GIL while it allocates: the engine answers afterwards
+                except (TimeoutError, BlockingIOError):  # KVBM holds the GIL while it allocates: no answer yet
                     status = {"ready": False}
                 if status["ready"]:
                     return first, last, size, allocated, status
@@ -415,10 +415,10 @@ class Run:
             fh.write(json.dumps({"case": "switches", **results}) + "\n")
 
     def run(self, only=None):
-        steps = {"start": lambda: (self.start("start-sparse", "/dev/shm/kvbm-3fs"),
+        steps = {"tiers": lambda: (self.tiers(WORK / "3fs"), self.tiers(WORK / "local", local=True)),
+                 "start": lambda: (self.start("start-sparse", "/dev/shm/kvbm-3fs"),
                                    self.start("start-zerofill", WORK / "3fs")),
                  "crash": lambda: self.crash(WORK / "3fs"),
-                 "tiers": lambda: (self.tiers(WORK / "3fs"), self.tiers(WORK / "local", local=True)),
                  "filter": lambda: self.filter(WORK / "3fs"),
                  "switches": lambda: self.switches(WORK / "3fs")}
         for name, step in steps.items():
@@ -443,7 +443,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("versions", nargs="*")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(WORK / "out"))
-    parser.add_argument("--only", action="append", help="start, crash, tiers, filter, switches")
+    parser.add_argument("--only", action="append", help="tiers, start, crash, filter, switches")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -335,7 +335,7 @@ def serve(path, engine, ready):
     if os.path.exists(path):
         os.unlink(path)
     server.bind(path)
-    server.listen(4)
+    server.listen(64)
     lock = threading.Lock()
 
     def answer(request):
