@@ -226,7 +226,8 @@ class Run:
         self.runtime_env = unpack(version)
         self.rows = []
         self.failures = []
-        self.log = open(out / f"worker-{version}.log", "ab")
+        self.log_path = out / f"worker-{version}.log"
+        self.log = open(self.log_path, "ab")
 
     def row(self, check_name, result, ok=True, detail=""):
         self.rows.append((self.version, check_name, result, "ok" if ok else "WRONG", detail))
@@ -237,6 +238,16 @@ class Run:
     def note(self, text):
         self.log.write(f"\n=== {self.version}: {text}\n".encode())
         self.log.flush()
+        self.log_mark = self.log.tell()
+
+    def transfer_errors(self):
+        """KVBM's and NIXL's transfer errors logged since the last note, each once."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_mark)
+            lines = f.read().decode(errors="replace").splitlines()
+        found = [re.sub(r"^\S+ +", "", line).strip() for line in lines
+                 if "Failed to create XferRequest" in line or "no specified or potential backend" in line]
+        return list(dict.fromkeys(found))
 
     def watch_allocation(self, worker, cache_dir, stop_at=None, ignore=()):
         """Poll the cache file until the leader answers (or, stop_at, until that many bytes are allocated):
@@ -257,7 +268,7 @@ class Run:
                 return first, time.monotonic(), size, allocated
             if stop_at is None and SOCKET.exists():
                 try:
-                    status = worker.ask({"op": "status"}, timeout=2)
+                    status = worker.ask({"op": "status"}, timeout=0.2)
                 except (TimeoutError, BlockingIOError):  # KVBM holds the GIL while it allocates: no answer yet
                     status = {"ready": False}
                 if status["ready"]:
@@ -276,7 +287,8 @@ class Run:
         detail = (f"CPU {case['env']['DYN_KVBM_CPU_CACHE_GB']} GB, disk {gb:g} GB; register_kv_caches "
                   f"{timings['register_kv_caches_s']:.1f} s, leader ready at {timings['leader_ready_s']:.1f} s")
         if zerofill:
-            check(first and last, f"{name}: the zero-fill was not seen (allocated {allocated} of {size})")
+            check(first and last and last - first > 1, f"{name}: the zero-fill was not seen growing (allocated "
+                                                          f"{allocated} of {size})")
             rate = gb / ((last - first) / 60)
             chart_rate = float(self.line["startup"]["diskWriteGBPerMinute"])
             self.rate = rate
@@ -337,7 +349,7 @@ class Run:
                 m4 = worker.metrics()
                 opens = fusefs.logged_opens(disk.backing) if not local else []
         evidence = {"requests": [first, second, third], "metrics": [m0, m1, m2, m3, m4], "opens": opens,
-                    "host_blocks": host_blocks, "floods": floods}
+                    "host_blocks": host_blocks, "floods": floods, "transfer_errors": self.transfer_errors()}
         with open(self.out / f"evidence-{self.version}.jsonl", "a") as f:
             f.write(json.dumps({"case": label, **evidence}) + "\n")
         blocks = 8
@@ -362,7 +374,8 @@ class Run:
                  third["matched_tokens"] == 8 * 32 and not third["wrong_blocks"]
                  and delta(m4, m3, "kvbm_onboard_blocks_d2d") == 8,
                  f"after {evidence['floods']} x 64 blocks through a {evidence['host_blocks']}-block CPU tier; "
-                 f"{third['onboard_s'] * 1000:.0f} ms; disk hit rate {m4.get('kvbm_disk_cache_hit_rate', 0):.2f}")
+                 f"{third['onboard_s'] * 1000:.0f} ms; disk hit rate {m4.get('kvbm_disk_cache_hit_rate', 0):.2f}; "
+                 f"KVBM logged: {'; '.join(evidence['transfer_errors']) or 'no transfer error'}")
         if not local:
             direct = [p for p, flags in evidence["opens"] if flags & os.O_DIRECT]
             self.row(f"{label}: O_DIRECT", f"{len(direct)} of {len(evidence['opens'])} opens", not direct,

@@ -16,8 +16,10 @@ the layer, so a block onboarded from any tier can be checked byte for byte.
 The GPU cache: `[blocks, layers, 2, tokens_per_block * kv_heads * head_dim]`, one tensor, as TensorRT-LLM hands
 it to register_kv_caches; tokens_per_block is --kv-block-size unless kv_cache_config.tokens_per_block is set;
 the number of blocks is kv_cache_config.max_tokens / tokens_per_block (DEFAULT_DEVICE_TOKENS without). There is
-no device prefix reuse: a freed block is overwritten with POISON, so what a request does not compute itself
-must come from KVBM.
+no device prefix reuse: blocks are handed out oldest-freed first and overwritten with POISON when a request gets
+them, so what a request does not compute itself must come from KVBM. (Poisoning at allocation, not at the free:
+request_finished answers False, no asynchronous save, yet KVBM's copy to the CPU tier may still be reading the
+blocks; an engine reuses a freed block only for a later request.)
 
 Requests, one JSON line each way: {"op": "prefill", "tokens": [...]} runs one request through prefill (one
 scheduler iteration per step, as TensorRT-LLM: matched tokens, async onboarding, the forward pass with per-layer
@@ -39,7 +41,7 @@ import time
 import types
 
 DEFAULT_DEVICE_TOKENS = 8192
-POISON = -21846  # 0xAAAA in every int16 lane of a freed block
+POISON = -21846  # 0xAAAA in every int16 lane of a block a request is given
 STEP_TIMEOUT = 600.0  # seconds a request may wait on KVBM (onboarding, saving) before the stand-in gives up
 
 TRTLLM_CONNECTOR_MODULES = ("tensorrt_llm._torch.pyexecutor.kv_cache_connector",  # TensorRT-LLM 1.3.0rc1 (0.9.0)
@@ -301,6 +303,8 @@ class KvbmEngine:
         started = time.monotonic()
         matched, is_async = self.scheduler.get_num_new_matched_tokens(request, 0)
         block_ids = [self.free.pop(0) for _ in range(blocks_needed)]
+        for block in block_ids:
+            self.lanes[block].fill_(POISON)
         request.context_current_position = matched  # device tokens (none: no reuse here) + external ones
         self.scheduler.update_state_after_alloc(request, block_ids)
         if matched and is_async:
@@ -319,9 +323,6 @@ class KvbmEngine:
         saving = self.scheduler.request_finished(request, block_ids)
         if saving:
             self._until(0, request.request_id, finished=[request.request_id])
-        self.torch.cuda.synchronize(self.device)
-        for block in block_ids:
-            self.lanes[block].fill_(POISON)
         self.free.extend(block_ids)
         return {"request_id": request.request_id, "tokens": len(tokens), "matched_tokens": matched,
                 "async_load": bool(is_async), "loaded_blocks": loaded, "wrong_blocks": wrong,
