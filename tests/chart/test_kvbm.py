@@ -194,3 +194,18 @@ def test_disk_offload_filter_off_is_rendered_true_never_false(env):
 
 def test_disk_offload_filter_irrelevant_without_a_disk_tier():
     assert FILTER_OFF not in kvbm_env(ON_3FS, {"kvbm": {"diskCacheGB": 0, "diskOffloadFilter": False}})
+
+
+@pytest.mark.parametrize("env,extra,warned", [
+    ("ipoib", [], True),  # Dynamo 0.9 with the disk tier on 3FS
+    ("ipoib", ["--set", "kvbm.diskCacheGB=0"], False),
+    ("ipoib-kubernetes", [], False)])  # 1.6: not measured, so no claim
+def test_notes_warn_of_the_disk_tier_without_gpudirect_storage_on_0_9(env, extra, warned):
+    """make kvbm-gpu: KVBM 0.9.0's disk-to-GPU transfer failed without GPUDirect Storage, and the request was
+    reported loaded with the GPU blocks unwritten. Helm 4's client dry run renders NOTES.txt without a cluster."""
+    from tests.helm import CHART, ROOT, helm
+
+    args = ["install", "dynamo", str(CHART), "--dry-run=client", "-f", str(ROOT / f"values/{env}.yaml"), *extra]
+    notes = helm(4, *args).stdout.split("NOTES:")[1]
+    assert ("WARNING: KVBM 0.9.0 reads its disk tier back into the GPU only through GPUDirect Storage" in notes) \
+        == warned
