@@ -52,6 +52,8 @@ MODEL_CONFIG = {"architectures": ["Qwen3ForCausalLM"], "num_hidden_layers": 36, 
 START_TIMEOUT = 150.0  # a start of the small tiers here takes well under a minute
 REQUEST_TIMEOUT = 90.0
 CACHE_FILE = "dynamo-kvbm-disk-cache-"
+MACHINE_LD_PATH = os.environ.get("LD_LIBRARY_PATH", "")
+TRANSFER_ERRORS = ("no specified or potential backend", "Failed to create XferRequest", "Failed to write to blocks")
 HIDDEN = ".fuse_hidden"
 
 
@@ -77,8 +79,13 @@ def unpack(version):
             target.with_suffix(".partial").rename(target)
     libs = sorted(glob.glob(str(site / "nvidia" / "*" / "lib")))
     return {"PYTHONPATH": os.pathsep.join([str(site), str(fuse), str(ROOT)]),
-            "LD_LIBRARY_PATH": os.pathsep.join(libs + [os.environ.get("LD_LIBRARY_PATH", "")]),
-            "FUSE_LIBRARY_PATH": str(fuse / "lib" / "libfuse.so.2")}
+            "LD_LIBRARY_PATH": os.pathsep.join(libs + [p for p in MACHINE_LD_PATH.split(os.pathsep) if p]),
+            **fuse_env(fuse)}
+
+
+def fuse_env(fuse):
+    """What the tests' FUSE daemon needs to load fusepy and libfuse2 from the bundle."""
+    return {"FUSE_LIBRARY_PATH": str(fuse / "lib" / "libfuse.so.2")}
 
 
 def shims():
@@ -98,6 +105,21 @@ def metrics(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(kvbm_[a-z0-9_]+)(?:\{[^}]*\})? (\S+)$", text, re.M)}
+
+
+def cache_file_flags(pid):
+    """The open flags of the process's disk-tier file descriptors, from /proc/PID/fdinfo: KVBM sets O_DIRECT with
+    fcntl(F_SETFL) after mkostemp, which the filesystem never sees."""
+    flags = []
+    for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+            if CACHE_FILE in target or HIDDEN in target:
+                info = (pathlib.Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+                flags.append(int(re.search(r"^flags:\s+(\d+)", info, re.M).group(1), 8))
+        except (FileNotFoundError, AttributeError):
+            continue
+    return flags
 
 
 def cache_files(directory):
@@ -122,7 +144,8 @@ class Disk:
         shutil.rmtree(self.backing, ignore_errors=True)
         self.backing.mkdir(parents=True)
         if not self.local:
-            os.environ.update(self.env)
+            os.environ.update(fuse_env(WORK / "fuse"))
+            os.environ["PYTHONPATH"] = str(WORK / "fuse")
             self.server = fusefs.FuseServer(self.case["mountpoint"], subtype="hf3fs", fsname=self.case["fsname"],
                                             backing=self.backing).start()
         return self
@@ -246,12 +269,14 @@ class Run:
             f.seek(self.log_mark)
             lines = f.read().decode(errors="replace").splitlines()
         found = [re.sub(r"^\S+ +", "", line).strip() for line in lines
-                 if "Failed to create XferRequest" in line or "no specified or potential backend" in line]
+                 if any(error in line for error in TRANSFER_ERRORS)]
         return list(dict.fromkeys(found))
 
     def watch_allocation(self, worker, cache_dir, stop_at=None, ignore=()):
         """Poll the cache file until the leader answers (or, stop_at, until that many bytes are allocated):
-        the seconds from the file's first byte to its last, and its last (size, allocated)."""
+        (first, last, size, allocated, status): when the file's allocated bytes were first seen and last seen
+        growing (KVBM's zero-fill appends, so the size grows with them), its last size and allocated bytes,
+        and the engine's status (None with stop_at)."""
         first = last = None
         size = allocated = 0
         deadline = time.monotonic() + START_TIMEOUT
@@ -259,13 +284,13 @@ class Run:
             check(worker.process.poll() is None, f"the worker exited with {worker.process.returncode} while starting")
             files = [f for f in cache_files(cache_dir) if f[0] not in ignore] if cache_dir.exists() else []
             if files:
-                _, size, allocated = max(files, key=lambda f: f[2])
-                if allocated and first is None:
-                    first = time.monotonic()
-                if allocated >= size > 0 and last is None:
+                _, size, now_allocated = max(files, key=lambda f: f[2])
+                if now_allocated > allocated:
+                    first = first or time.monotonic()
                     last = time.monotonic()
+                allocated = now_allocated
             if stop_at is not None and allocated >= stop_at:
-                return first, time.monotonic(), size, allocated
+                return first, last, size, allocated, None
             if stop_at is None and SOCKET.exists():
                 try:
                     status = worker.ask({"op": "status"}, timeout=0.2)
@@ -287,9 +312,9 @@ class Run:
         detail = (f"CPU {case['env']['DYN_KVBM_CPU_CACHE_GB']} GB, disk {gb:g} GB; register_kv_caches "
                   f"{timings['register_kv_caches_s']:.1f} s, leader ready at {timings['leader_ready_s']:.1f} s")
         if zerofill:
-            check(first and last and last - first > 1, f"{name}: the zero-fill was not seen growing (allocated "
-                                                          f"{allocated} of {size})")
-            rate = gb / ((last - first) / 60)
+            check(first and last and last > first, f"{name}: the zero-fill was not seen growing (allocated "
+                                                    f"{allocated} of {size})")
+            rate = allocated / 1e9 / ((last - first) / 60)
             chart_rate = float(self.line["startup"]["diskWriteGBPerMinute"])
             self.rate = rate
             self.row(f"start {name}", f"{rate:.1f} GB/min zero-fill", allocated >= size > 0,
@@ -327,7 +352,7 @@ class Run:
         with Disk(case, self.runtime_env, backing, local=local) as disk:
             local_dir = disk.backing / "kvbm" if local else None
             with Worker(case, self.runtime_env, self.log, changes=changes, local_dir=local_dir) as worker:
-                status = self.watch_allocation(worker, disk.cache_dir(worker.env) if not local else local_dir)[4]
+                status = self.watch_allocation(worker, local_dir if local else disk.cache_dir(worker.env))[4]
                 bs, block_bytes = status["tokens_per_block"], status["block_bytes"]
                 host_blocks = int(float(worker.env["DYN_KVBM_CPU_CACHE_GB"]) * 1e9 // block_bytes)
                 p0 = prompt(1, 8, tokens_per_block=bs)
@@ -347,9 +372,11 @@ class Run:
                 third = worker.ask({"op": "prefill", "tokens": p0})
                 time.sleep(1.0)
                 m4 = worker.metrics()
-                opens = fusefs.logged_opens(disk.backing) if not local else []
-        evidence = {"requests": [first, second, third], "metrics": [m0, m1, m2, m3, m4], "opens": opens,
-                    "host_blocks": host_blocks, "floods": floods, "transfer_errors": self.transfer_errors()}
+                flags = cache_file_flags(worker.process.pid)
+        evidence = {"requests": [first, second, third], "metrics": [m0, m1, m2, m3, m4],
+                    "cache_fd_flags": [oct(f) for f in flags], "direct": [bool(f & os.O_DIRECT) for f in flags],
+                    "host_blocks": host_blocks, "floods": floods, "tokens_per_block": bs,
+                    "transfer_errors": self.transfer_errors()}
         with open(self.out / f"evidence-{self.version}.jsonl", "a") as f:
             f.write(json.dumps({"case": label, **evidence}) + "\n")
         blocks = 8
@@ -359,7 +386,7 @@ class Run:
         self.row(f"{label}: G2 -> G1", f"matched {second['matched_tokens']}, {second['loaded_blocks']} blocks, "
                  f"wrong {second['wrong_blocks']}, onboard h2d {delta(m2, m1, 'kvbm_onboard_blocks_h2d'):g}",
                  second["matched_tokens"] == blocks * bs and not second["wrong_blocks"]
-                 and delta(m2, m1, "kvbm_onboard_blocks_h2d") == blocks, f"{second['onboard_s'] * 1000:.0f} ms")
+                 and delta(m2, m1, "kvbm_onboard_blocks_h2d") == blocks, f"prefill {second['prefill_s'] * 1000:.0f} ms")
         return evidence, first, second, third, (m0, m1, m2, m3, m4)
 
     def tiers(self, backing, local=False):
@@ -371,15 +398,16 @@ class Run:
         self.row(f"{label}: G3 -> G1", f"matched {third['matched_tokens']}, {third['loaded_blocks']} blocks, wrong "
                  f"{third['wrong_blocks']}, onboard d2d {delta(m4, m3, 'kvbm_onboard_blocks_d2d'):g}, "
                  f"h2d {delta(m4, m3, 'kvbm_onboard_blocks_h2d'):g}",
-                 third["matched_tokens"] == 8 * 32 and not third["wrong_blocks"]
+                 third["matched_tokens"] == 8 * evidence["tokens_per_block"] and not third["wrong_blocks"]
                  and delta(m4, m3, "kvbm_onboard_blocks_d2d") == 8,
                  f"after {evidence['floods']} x 64 blocks through a {evidence['host_blocks']}-block CPU tier; "
-                 f"{third['onboard_s'] * 1000:.0f} ms; disk hit rate {m4.get('kvbm_disk_cache_hit_rate', 0):.2f}; "
+                 f"prefill {third['prefill_s'] * 1000:.0f} ms; "
+                 f"disk hit rate {m4.get('kvbm_disk_cache_hit_rate', 0):.2f}; "
                  f"KVBM logged: {'; '.join(evidence['transfer_errors']) or 'no transfer error'}")
         if not local:
-            direct = [p for p, flags in evidence["opens"] if flags & os.O_DIRECT]
-            self.row(f"{label}: O_DIRECT", f"{len(direct)} of {len(evidence['opens'])} opens", not direct,
-                     "DYN_KVBM_DISK_DISABLE_O_DIRECT=true as rendered")
+            direct = evidence["direct"]
+            self.row(f"{label}: O_DIRECT", f"{sum(direct)} of {len(direct)} cache-file descriptors with O_DIRECT",
+                     bool(direct) and not any(direct), "DYN_KVBM_DISK_DISABLE_O_DIRECT=true as rendered")
 
     def filter(self, backing):
         evidence, first, second, third, m = self.round_trip("filter", backing, label="filter (default on)")
@@ -403,26 +431,27 @@ class Run:
                     Worker(case, self.runtime_env, self.log, changes=changes) as worker:
                 first, last, size, allocated, status = self.watch_allocation(worker, disk.cache_dir(worker.env))
                 m0 = worker.metrics()
-                reply = worker.ask({"op": "prefill", "tokens": prompt(7, 8)})
+                p7 = prompt(7, 8, tokens_per_block=status["tokens_per_block"])
+                reply = worker.ask({"op": "prefill", "tokens": p7})
                 time.sleep(1.0)
                 m1 = worker.metrics()
-                again = worker.ask({"op": "prefill", "tokens": prompt(7, 8)})
-                opens = fusefs.logged_opens(disk.backing)
-            direct = sum(1 for _, flags in opens if flags & os.O_DIRECT)
+                again = worker.ask({"op": "prefill", "tokens": p7})
+                flags = cache_file_flags(worker.process.pid)
+            direct = sum(1 for f in flags if f & os.O_DIRECT)
             results[variable] = {"allocated": allocated, "size": size, "h2d": delta(m1, m0, "kvbm_offload_blocks_h2d"),
-                                 "direct_opens": direct, "opens": len(opens), "wrong": again["wrong_blocks"],
+                                 "direct_fds": direct, "fds": len(flags), "wrong": again["wrong_blocks"],
                                  "matched": again["matched_tokens"], "first": reply["matched_tokens"]}
         z = results["DYN_KVBM_DISK_ZEROFILL_FALLBACK"]
         self.row("ZEROFILL_FALLBACK=false", "zero-filled (on)" if z["allocated"] >= z["size"] > 0 else "sparse (off)",
                  True, "presence-tested: the chart renders it only when on")
         o = results["DYN_KVBM_DISK_DISABLE_O_DIRECT"]
-        self.row("DISABLE_O_DIRECT=false", "O_DIRECT off (switch on)" if not o["direct_opens"] else "O_DIRECT used",
-                 True, f"{o['direct_opens']} of {o['opens']} opens with O_DIRECT")
+        self.row("DISABLE_O_DIRECT=false", "O_DIRECT off (switch on)" if not o["direct_fds"] else "O_DIRECT used",
+                 bool(o["fds"]), f"{o['direct_fds']} of {o['fds']} cache-file descriptors with O_DIRECT")
         f = results["DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER"]
         self.row("DISABLE_DISK_OFFLOAD_FILTER=false", "filter off (switch on)" if f["h2d"] >= 8 else "filter on",
                  True, f"offload h2d {f['h2d']:g} after one request")
         u = results["O_DIRECT unset"]
-        self.row("O_DIRECT unset, on FUSE", f"{u['direct_opens']} of {u['opens']} opens with O_DIRECT; reuse matched "
+        self.row("O_DIRECT unset, on FUSE", f"{u['direct_fds']} of {u['fds']} descriptors with O_DIRECT; reuse matched "
                  f"{u['matched']}, wrong {u['wrong']}", not u["wrong"], "what the chart's default avoids")
         with open(self.out / f"evidence-{self.version}.jsonl", "a") as fh:
             fh.write(json.dumps({"case": "switches", **results}) + "\n")
@@ -443,6 +472,7 @@ class Run:
             except Exception as e:
                 self.row(name, f"did not run to the end: {type(e).__name__}: {e}", False)
             print(f"{self.version} {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        self.log.close()
 
 
 def table(rows):

@@ -182,13 +182,14 @@ FILTER_OFF = "DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER"
 
 
 def test_disk_offload_filter_on_by_default_renders_nothing():
-    """On, KVBM's own default: a block reaches disk once offloaded twice (measured by make kvbm-gpu)."""
+    """On, KVBM's own default (make kvbm-gpu: a prefix computed and reused once never reached disk)."""
     assert FILTER_OFF not in kvbm_env(ON_3FS)
 
 
 @pytest.mark.parametrize("env", [ON_3FS, LOCAL])
 def test_disk_offload_filter_off_is_rendered_true_never_false(env):
-    """KVBM reads the variable for presence: "false" would turn the filter off as well."""
+    """Rendered only when off, as the presence-tested switches are (KVBM 0.9.0 reads this one as a boolean:
+    "false" kept the filter on in make kvbm-gpu)."""
     assert kvbm_env(env, {"kvbm": {"diskOffloadFilter": False}})[FILTER_OFF] == "true"
 
 
