@@ -71,7 +71,7 @@ def case(line, overrides):
     mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
     launcher = tomllib.loads(config_file(objects, "fuse-launcher", "launcher.toml"))
     probe = worker["startupProbe"]
-    return {"environment": ENVIRONMENTS[line], "image": worker["image"], "overrides": overrides,
+    return {"environment": ENVIRONMENTS[line], "overrides": overrides,
             "env": container_env(worker, f"{workers['metadata']['name']}-0"),
             "shell": worker["command"][:2], "script": script[script.index(HANDOFF_LINE):],
             "argv": worker["command"][3:] + worker["args"],

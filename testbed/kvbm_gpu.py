@@ -316,12 +316,18 @@ class Run:
                                                     f"{allocated} of {size})")
             rate = allocated / 1e9 / ((last - first) / 60)
             chart_rate = float(self.line["startup"]["diskWriteGBPerMinute"])
-            self.rate = rate
             self.row(f"start {name}", f"{rate:.1f} GB/min zero-fill", allocated >= size > 0,
-                     f"{detail}; chart assumes {chart_rate:g} GB/min")
+                     f"{detail}; chart assumes {chart_rate:g} GB/min; {self.budget_at(rate)}")
         else:
             self.row(f"start {name}", f"{allocated / 1e9:.2f} of {size / 1e9:.0f} GB allocated", allocated < size,
                      f"{detail}; sparse: the file takes space as blocks are written")
+
+    def budget_at(self, rate):
+        """The rendered environment's startup budget next to its disk tier's zero-fill at the measured rate."""
+        rendered = self.line["rendered"]
+        gb = float(rendered["env"]["DYN_KVBM_DISK_CACHE_GB"])
+        return (f"{self.line['cases']['start-zerofill']['environment']}'s {gb:g} GB tier: startup budget "
+                f"{rendered['startup_budget_s']} s, zero-fill at this rate {gb / rate * 60:.0f} s")
 
     def crash(self, backing):
         case = self.cases["start-zerofill"]
