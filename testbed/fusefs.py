@@ -1,7 +1,7 @@
 """Real FUSE filesystems of the tests' own, served by fusepy (libfuse's high-level API) in their own process:
 for the mount tests, a tiny one (one read-only file and, writable, what is created in memory); for KVBM's disk
 tier, one that passes through to a directory on disk and, like 3FS's FUSE client, has no fallocate. That one
-logs each open's flags, so a test sees whether KVBM opened its file with O_DIRECT.
+logs the flags each open and create carries (flags set later with fcntl, as KVBM sets O_DIRECT, never reach it).
 
 The test kills that process with SIGKILL to get what a node keeps after a FUSE daemon dies: a mount that
 mountinfo still lists and that answers every stat with "Transport endpoint is not connected"."""
