@@ -54,3 +54,19 @@ def render(*values, major=4):
     merged = functools.reduce(overlay, values, {})
     docs = _render_cached(major, json.dumps(merged, sort_keys=True))
     return json.loads(json.dumps(docs))
+
+
+def find(objects, kind, component=None):
+    """Objects of one kind, optionally of one app.kubernetes.io/component."""
+    found = [
+        o for o in objects
+        if o["kind"] == kind
+        and (component is None or o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component)
+    ]
+    return found
+
+
+def one(objects, kind, component=None):
+    found = find(objects, kind, component)
+    assert len(found) == 1, f"expected one {kind} {component or ''}, got {len(found)}"
+    return found[0]

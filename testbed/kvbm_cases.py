@@ -12,7 +12,7 @@ import json
 import sys
 import tomllib
 
-from testbed.helm import NAMESPACE, chart_defaults, environment_values, render
+from testbed.helm import NAMESPACE, chart_defaults, environment_values, one, render
 from testbed.runner import expand
 
 ENVIRONMENTS = {"0.9.0": "ipoib", "1.6.1": "ipoib-kubernetes"}  # KVBM release line: the seed's cluster on it
@@ -46,14 +46,6 @@ def container_env(container, pod_name):
         else:
             raise ValueError(f"worker env {item['name']}: {item.get('valueFrom')} has no value on the GPU machine")
     return env
-
-
-def one(objects, kind, component):
-    found = [o for o in objects if o["kind"] == kind
-             and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
-    if len(found) != 1:
-        raise ValueError(f"expected one {kind} {component}, rendered {len(found)}")
-    return found[0]
 
 
 def config_file(objects, component, key):

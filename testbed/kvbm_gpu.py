@@ -135,10 +135,9 @@ def cache_files(directory):
 class Disk:
     """The 3FS stand-in: a disk-backed FUSE mount at the chart's mountpoint (or, local, a plain directory)."""
 
-    def __init__(self, case, env, backing, local=False):
+    def __init__(self, case, backing, local=False):
         self.case, self.backing, self.local = case, pathlib.Path(backing), local
         self.server = None
-        self.env = env
 
     def __enter__(self):
         shutil.rmtree(self.backing, ignore_errors=True)
@@ -165,8 +164,7 @@ class Worker:
 
     def __init__(self, case, runtime_env, log, changes=None, local_dir=None):
         self.case = case
-        self.env = {**case["env"], **(changes or {})}
-        self.env = {k: v for k, v in self.env.items() if v is not None}
+        self.env = {k: v for k, v in {**case["env"], **(changes or {})}.items() if v is not None}
         if local_dir:
             self.env["DYN_KVBM_DISK_CACHE_DIR"] = str(local_dir)
         self.local = local_dir is not None
@@ -304,7 +302,7 @@ class Run:
     def start(self, name, backing):
         case = self.cases[name]
         self.note(f"start {name}")
-        with Disk(case, self.runtime_env, backing) as disk, Worker(case, self.runtime_env, self.log) as worker:
+        with Disk(case, backing) as disk, Worker(case, self.runtime_env, self.log) as worker:
             first, last, size, allocated, status = self.watch_allocation(worker, disk.cache_dir(worker.env))
         timings = status["timings"]
         gb = float(case["env"]["DYN_KVBM_DISK_CACHE_GB"])
@@ -332,7 +330,7 @@ class Run:
     def crash(self, backing):
         case = self.cases["start-zerofill"]
         self.note("crash during zero-fill")
-        with Disk(case, self.runtime_env, backing) as disk:
+        with Disk(case, backing) as disk:
             with Worker(case, self.runtime_env, self.log) as worker:
                 cache_dir = disk.cache_dir(worker.env)
                 self.watch_allocation(worker, cache_dir, stop_at=int(1e9))
@@ -355,7 +353,7 @@ class Run:
         case = self.cases[name]
         label = label or f"{name}{' (local dir)' if local else ''}"
         self.note(f"round trip {label}")
-        with Disk(case, self.runtime_env, backing, local=local) as disk:
+        with Disk(case, backing, local=local) as disk:
             local_dir = disk.backing / "kvbm" if local else None
             with Worker(case, self.runtime_env, self.log, changes=changes, local_dir=local_dir) as worker:
                 status = self.watch_allocation(worker, local_dir if local else disk.cache_dir(worker.env))[4]
@@ -433,7 +431,7 @@ class Run:
                 ("DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER", {**sparse, "DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER": "false"}),
                 ("O_DIRECT unset", {**sparse, "DYN_KVBM_DISK_DISABLE_O_DIRECT": None})):
             self.note(f"switch {variable} {changes}")
-            with Disk(case, self.runtime_env, backing) as disk, \
+            with Disk(case, backing) as disk, \
                     Worker(case, self.runtime_env, self.log, changes=changes) as worker:
                 first, last, size, allocated, status = self.watch_allocation(worker, disk.cache_dir(worker.env))
                 m0 = worker.metrics()

@@ -2,7 +2,7 @@
 KVBM connector as TensorRT-LLM's KV-connector scheduler does, with a torch-allocated GPU cache in TensorRT-LLM's
 layout, and answers requests over a UNIX socket so that a test sees every byte that went through the tiers.
 
-    KVBM_STANDIN_SOCKET=<path> python3 testbed/kvbm_standin.py <the arguments of python3 -m dynamo.trtllm>
+    PYTHONPATH=<repository root> KVBM_STANDIN_SOCKET=<path> python3 testbed/kvbm_standin.py <dynamo.trtllm args>
 
 What is real: the `kv_connector_config` of the --extra-engine-args file names the connector module and its
 scheduler and worker classes, and those are imported and built as TensorRT-LLM builds them (kvbm's own Python
@@ -39,6 +39,8 @@ import sys
 import threading
 import time
 import types
+
+from testbed.trtllm_standin import stub_modules  # stdlib only, as this module: the GPU machine has PyTorch alone
 
 DEFAULT_DEVICE_TOKENS = 8192
 POISON = -21846  # 0xAAAA in every int16 lane of a block a request is given
@@ -179,11 +181,7 @@ def stub_tensorrt_llm():
                "tensorrt_llm.bindings": {}, "tensorrt_llm.bindings.internal": {},
                "tensorrt_llm.bindings.internal.batch_manager": {"LlmRequest": LlmRequest},
                "tensorrt_llm.llmapi": {}, "tensorrt_llm.llmapi.llm_args": {"TorchLlmArgs": LlmArgs}}
-    for name, attributes in modules.items():
-        module = types.ModuleType(name, "STAND-IN for TensorRT-LLM, as the KVBM connector imports it")
-        module.__path__ = []
-        module.__dict__.update(attributes)
-        sys.modules[name] = module
+    stub_modules(modules)
 
 
 def block_seed(prefix_tokens, layer):

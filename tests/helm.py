@@ -5,7 +5,18 @@ import subprocess
 import pyhelm3
 import yaml
 
-from testbed.helm import CHART, NAMESPACE, RELEASE, ROOT, environment_values, helm_executable, render  # noqa: F401
+# What the tests import from here, rendering and finding objects included, lives in testbed/helm.py.
+from testbed.helm import (  # noqa: F401
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    environment_values,
+    find,
+    helm_executable,
+    one,
+    render,
+)
 
 ENVIRONMENTS = sorted(p.stem for p in (ROOT / "values").glob("*.yaml"))
 HELM_MAJORS = (3, 4)
@@ -23,22 +34,6 @@ def render_error(*values, major=4):
 def helm(major, *args, check=True):
     """Run a helm command directly (lint, template flags pyhelm3 does not pass)."""
     return subprocess.run([helm_executable(major), *args], capture_output=True, text=True, timeout=120, check=check)
-
-
-def find(objects, kind, component=None):
-    """Objects of one kind, optionally of one app.kubernetes.io/component."""
-    found = [
-        o for o in objects
-        if o["kind"] == kind
-        and (component is None or o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component)
-    ]
-    return found
-
-
-def one(objects, kind, component=None):
-    found = find(objects, kind, component)
-    assert len(found) == 1, f"expected one {kind} {component or ''}, got {len(found)}"
-    return found[0]
 
 
 def pod_spec(obj):
