@@ -3,6 +3,7 @@
 import ctypes
 import errno
 import os
+import subprocess
 import time
 
 import pytest
@@ -14,8 +15,11 @@ from testbed import fusefs
 def mounted(tmp_path):
     backing, mountpoint = tmp_path / "backing", tmp_path / "mnt"
     backing.mkdir()
-    with fusefs.FuseServer(mountpoint, subtype="hf3fs", fsname="hf3fs.test", backing=backing):
-        yield backing, mountpoint
+    try:
+        with fusefs.FuseServer(mountpoint, subtype="hf3fs", fsname="hf3fs.test", backing=backing):
+            yield backing, mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)  # the killed daemon leaves its mount
 
 
 def test_files_pass_through_to_the_backing_directory(mounted):
