@@ -19,7 +19,7 @@ VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
 ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
 PYTEST_ARGS ?=
 
-.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench cluster cluster-down dynamo-runtime e2e kvbm-bundle kvbm-gpu clean
+.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench cluster cluster-down prometheus dynamo-runtime e2e kvbm-bundle kvbm-gpu clean
 
 all: generate check lint render package ## Generate, check, lint, render every environment and package
 
@@ -93,7 +93,7 @@ push-image: require-registry $(IMAGE_ARCHIVE) ## Push the hooks image (built fir
 	skopeo copy $(if $(PLAIN_HTTP),--dest-tls-verify=false) oci-archive:$(IMAGE_ARCHIVE) \
 	  docker://$(REGISTRY)/$(HOOKS_IMAGE):$(VERSION)
 
-test: .tools/.helm .tools/.checkov dynamo-runtime check ## Check generated files, then run the test suite
+test: .tools/.helm .tools/.checkov dynamo-runtime prometheus check ## Check generated files, then run the test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 image: $(IMAGE_ARCHIVE) ## Build the hooks image into dist/dynamo-offloading-hooks-<version>.oci.tar when its sources changed (Docker, else buildah; make -B image forces it)
@@ -113,10 +113,13 @@ cluster: $(VENV)/.installed ## Build (once, cached by version) and start a local
 cluster-down: ## Stop the local control plane and free its ports
 	$(PYTHON) hack/cluster.py down
 
+prometheus: $(VENV)/.installed ## Build (once, cached by version) Prometheus and promtool from the Prometheus Go module, for the alert and dashboard tests
+	$(PYTHON) hack/prometheus.py build
+
 dynamo-runtime: ## Install (once, cached by its pins) the real Dynamo runtime the cluster tests serve with, CPU only
 	python3 hack/dynamo_runtime.py install
 
-e2e: .tools/.helm cluster dynamo-runtime ## helm install, upgrade, test, rollback and uninstall on the local control plane (Helm 3 and 4)
+e2e: .tools/.helm cluster dynamo-runtime prometheus ## helm install, upgrade, test, rollback and uninstall on the local control plane (Helm 3 and 4)
 	$(VENV)/bin/pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 bench: .tools/.helm cluster dynamo-runtime ## Time rendering, each hook step and a release's install/upgrade/uninstall; prints a table

@@ -7,7 +7,7 @@ import jinja2
 import jsonschema
 import yaml
 
-from generator import chart_rules, consistency, environments, model, schema, values_file
+from generator import chart_rules, consistency, environments, model, observability, schema, values_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMMAND = "make generate"
@@ -33,7 +33,7 @@ def readme(root, envs):
                         "rows": list(parameter_rows(model.Section((), "", top)))})
     return env.get_template("README.md.j2").render(
         generated=GENERATED, chart=chart_metadata(), sections=sections, environments=envs,
-        dynamo_version=root.defaults()["image"]["tag"])
+        dynamo_version=root.defaults()["image"]["tag"], alerts=observability.runbook())
 
 
 def environment_file(root, env):
@@ -54,6 +54,7 @@ def generate():
     }
     for env in envs:
         files[f"values/{env.name}.yaml"] = environment_file(root, env)
+    files.update(observability.files(GENERATED))
     return files
 
 

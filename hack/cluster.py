@@ -40,10 +40,10 @@ DEFAULT_OUT = ROOT / "build" / "cluster"
 KUBERNETES = "v1.35.4"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
-# The Prometheus Operator's CRDs the chart's PodMonitor and ServiceMonitor need, from its module's
+# The Prometheus Operator's CRDs the chart's PodMonitor, ServiceMonitor and PrometheusRule need, from its module's
 # example/prometheus-operator-crd/ (the proxy serves this version of the root module).
 PROMETHEUS_OPERATOR = "v0.92.1"
-MONITORING_CRDS = ("monitoring.coreos.com_podmonitors.yaml", "monitoring.coreos.com_servicemonitors.yaml")
+MONITORING_CRDS = ("podmonitors", "servicemonitors", "prometheusrules")
 # Bump when the build recipe (flags, binaries) changes: it is part of the cache key.
 RECIPE = "1"
 
@@ -456,7 +456,7 @@ class Cluster:
             time.sleep(0.5)
 
     def apply_monitoring_crds(self, bdir):
-        """PodMonitor and ServiceMonitor, as a cluster with the Prometheus Operator has them."""
+        """PodMonitor, ServiceMonitor and PrometheusRule, as a cluster with the Prometheus Operator has them."""
         module = "github.com/prometheus-operator/prometheus-operator"
         info = json.loads(run([go_binary(), "mod", "download", "-json", f"{module}@{PROMETHEUS_OPERATOR}"],
                               cwd=cache_dir(), capture=True).stdout)
@@ -464,11 +464,11 @@ class Cluster:
             die(f"go mod download {module}@{PROMETHEUS_OPERATOR}: {info['Error']}")
         crds = pathlib.Path(info["Dir"]) / "example" / "prometheus-operator-crd"
         kubectl = [bdir / "kubectl", "--kubeconfig", self.kubeconfig]
-        run(kubectl + ["apply", "--server-side", *[a for name in MONITORING_CRDS for a in ("-f", crds / name)]],
+        run(kubectl + ["apply", "--server-side", *[a for name in MONITORING_CRDS
+                                                   for a in ("-f", crds / f"monitoring.coreos.com_{name}.yaml")]],
             capture=True)
         run(kubectl + ["wait", "--for=condition=Established", "--timeout=60s",
-                       "crd/podmonitors.monitoring.coreos.com", "crd/servicemonitors.monitoring.coreos.com"],
-            capture=True)
+                       *[f"crd/{name}.monitoring.coreos.com" for name in MONITORING_CRDS]], capture=True)
 
     def down(self, quiet=False):
         kwokctl = bin_dir() / "kwokctl"

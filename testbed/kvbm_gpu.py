@@ -100,10 +100,15 @@ def shims():
     return path
 
 
+def exposition(port):
+    """KVBM's metrics endpoint, as Prometheus scrapes it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return reply.read().decode()
+
+
 def metrics(port):
     """KVBM's kvbm_* samples, by name."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
+    text = exposition(port)
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(kvbm_[a-z0-9_]+)(?:\{[^}]*\})? (\S+)$", text, re.M)}
 
 
@@ -376,6 +381,9 @@ class Run:
                 third = worker.ask({"op": "prefill", "tokens": p0})
                 time.sleep(1.0)
                 m4 = worker.metrics()
+                # the exposition that the KVBM dashboard and alert queries are tested against
+                (self.out / f"kvbm-exposition-{self.version}.txt").write_text(
+                    exposition(worker.env["DYN_KVBM_METRICS_PORT"]))
                 flags = cache_file_flags(worker.process.pid)
         evidence = {"requests": [first, second, third], "metrics": [m0, m1, m2, m3, m4],
                     "cache_fd_flags": [oct(f) for f in flags], "direct": [bool(f & os.O_DIRECT) for f in flags],

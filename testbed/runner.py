@@ -227,6 +227,13 @@ class PodRunner:
                 out.append(f"--- {name}/{container}\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(out)
 
+    def kill(self, pod_name, container_name):
+        """SIGKILL a running container's processes, as the OOM killer would: the pod restarts it."""
+        pod = cluster.wait_until(lambda: self._pods.get(pod_name), f"pod {pod_name} started by the runner")
+        container = next(c for c in pod.everything() if c.name == container_name)
+        process = cluster.wait_until(lambda: container.alive() and container.process, f"{container_name} running")
+        os.killpg(process.pid, 9)
+
     def exec(self, pod_name, container_name, command, timeout=RUN_TIMEOUT):
         """`kubectl exec`: `command` in the container's namespaces, with its environment (also for a container
         that cannot run here, played by the test). Waits for the pod to be started first."""

@@ -57,11 +57,11 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 Metadata block (name, namespace, labels) of one component's object.
-Context: (dict "root" $ "component" "worker" "name" "optional-name-override").
+Context: (dict "root" $ "component" "worker" "name" "optional-name-override" "namespace" "optional").
 */}}
 {{- define "dynamo-offloading.metadata" -}}
 name: {{ .name | default (include "dynamo-offloading.component.fullname" .) }}
-namespace: {{ .root.Release.Namespace }}
+namespace: {{ .namespace | default .root.Release.Namespace }}
 labels:
   {{- include "dynamo-offloading.labels" . | trim | nindent 2 }}
 {{- end }}

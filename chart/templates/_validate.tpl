@@ -5,7 +5,7 @@ The rules of one worker group run for each group, and a group's messages start w
 */}}
 {{- define "dynamo-offloading.validateValues" -}}
 {{- $messages := list }}
-{{- range $rule := list "podSecurity" "releaseLine" "lineChange" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "infraNames" "endpoints" }}
+{{- range $rule := list "podSecurity" "releaseLine" "lineChange" "persistence" "hooksImage" "threefs" "connections" "dynamoClients" "dns" "portPlan" "networkPolicy" "alerts" "infraNames" "endpoints" }}
 {{- $messages = concat $messages (include (printf "dynamo-offloading.validateValues.%s" $rule) $ | splitList "\n" | compact) }}
 {{- end }}
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
@@ -113,6 +113,16 @@ reach an embedded etcd or NATS, from their nodes' addresses, which only networkP
 {{- define "dynamo-offloading.validateValues.networkPolicy" -}}
 {{- if and .Values.networkPolicy.enabled .Values.worker.hostNetwork (not .Values.networkPolicy.nodeCIDRs) }}
 networkPolicy.nodeCIDRs: required with networkPolicy.enabled and worker.hostNetwork: host-network pods are not matched by pod selectors, and the workers connect to the frontend (and to an embedded etcd and NATS) from their nodes' addresses; list them, e.g. --set networkPolicy.nodeCIDRs={10.0.0.0/16}
+{{- end }}
+{{- end }}
+
+{{/*
+The alerts select the series of the chart's own ServiceMonitor and PodMonitor by their jobs.
+*/}}
+{{- define "dynamo-offloading.validateValues.alerts" -}}
+{{- $m := .Values.metrics }}
+{{- if and $m.prometheusRule.enabled (not (and $m.serviceMonitor.enabled $m.podMonitor.enabled)) }}
+metrics.prometheusRule.enabled: its alerts select the series that the chart's ServiceMonitor and PodMonitor scrape (their jobs); set metrics.serviceMonitor.enabled=true and metrics.podMonitor.enabled=true too
 {{- end }}
 {{- end }}
 

@@ -3,7 +3,7 @@ the seed's shared namespace, and a fresh privileged namespace per test."""
 
 import pytest
 
-from testbed import cluster
+from testbed import cluster, serving
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,3 +23,22 @@ def namespace():
     yield name
     cluster.delete_namespace(name)
 
+
+
+# The served releases' peers (testbed/serving.py), once per module that serves one.
+@pytest.fixture(scope="module")
+def seed_peers(tmp_path_factory):
+    with serving.seed_peers(tmp_path_factory.mktemp("peers")) as peers:
+        yield peers
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with serving.hub(tmp_path_factory.mktemp("model")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def mgmtd():
+    with serving.mgmtd() as peer:
+        yield peer

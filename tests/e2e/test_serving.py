@@ -10,30 +10,12 @@ import urllib.error
 import pytest
 from kubernetes import client
 
-from testbed import cluster, servers, serving
+from testbed import cluster, servers
 from testbed.helm import environment_values
 from testbed.netns import network_host
 from testbed.serving import ETCD_PORT, MODELS, RELEASE, chat, frontends, release, request
 
 PROMPT = " ".join(f"word{i % 97}" for i in range(600))  # some twenty KV blocks
-
-
-@pytest.fixture(scope="module")
-def seed_peers(tmp_path_factory):
-    with serving.seed_peers(tmp_path_factory.mktemp("peers")) as peers:
-        yield peers
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    with serving.hub(tmp_path_factory.mktemp("model")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def mgmtd():
-    with serving.mgmtd() as peer:
-        yield peer
 
 
 def helm_test(major, namespace, runner):
