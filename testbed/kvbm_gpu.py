@@ -381,7 +381,7 @@ class Run:
                 third = worker.ask({"op": "prefill", "tokens": p0})
                 time.sleep(1.0)
                 m4 = worker.metrics()
-                # the exposition that the KVBM dashboard and alert queries are tested against
+                # KVBM's metrics as Prometheus scrapes them, for the KVBM dashboard's and alerts' queries
                 (self.out / f"kvbm-exposition-{self.version}.txt").write_text(
                     exposition(worker.env["DYN_KVBM_METRICS_PORT"]))
                 flags = cache_file_flags(worker.process.pid)

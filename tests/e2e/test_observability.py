@@ -2,8 +2,8 @@
 (testbed/prometheus.py) scrapes the real frontend and workers through the release's own ServiceMonitor and
 PodMonitor, configured as the Prometheus Operator configures them, with the release's PrometheusRule loaded.
 
-The stand-in engine runs no KVBM, and kwok runs no kubelet: KVBM's queries are checked against a GPU run's
-recorded exposition instead (tests/chart/test_kvbm_queries.py), and the kubelet's probe counter is only parsed."""
+The stand-in engine runs no KVBM (`make kvbm-gpu` runs the real one, on a GPU, and records its exposition), and
+kwok runs no kubelet: their series are only parsed here."""
 
 import json
 import time
@@ -86,7 +86,7 @@ def test_every_query_returns_data_or_names_only_exported_series(observed):
     # the panels show the requests just sent; what may be empty is what nothing went wrong for
     serving = {w for w, _ in queries(objects, namespace) if w.startswith("Dynamo serving")}
     assert not (serving - {w for w in serving if "Error ratio" in w}) & set(empty), empty
-    assert all(w.startswith(("alert ", "Dynamo serving") ) for w in empty), empty
+    assert all(w.startswith(("alert ", "Dynamo serving")) for w in empty), empty
 
 
 def test_the_rules_load_and_none_fires_while_serving(observed):
