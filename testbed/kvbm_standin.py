@@ -222,12 +222,14 @@ class KvbmEngine:
 
     def _wait_for_leader(self, since):
         """Seconds from register_kv_caches to the leader's first answer: its slot manager exists only once the
-        workers have allocated their tiers, and until then its calls panic."""
+        workers have allocated their tiers, and until then its calls panic. 1.6.1's get_num_new_matched_tokens
+        answers before that, but its build_connector_meta, which every scheduler iteration calls, does not."""
         probe = LlmRequest(0, [0] * self.engine.tokens_per_block)
         deadline = time.monotonic() + float(os.environ.get("DYN_KVBM_LEADER_WORKER_INIT_TIMEOUT_SECS", 1800))
         while True:
             try:
                 self.scheduler.get_num_new_matched_tokens(probe, 0)
+                self._step(SchedulerOutput())
             except BaseException as e:  # pyo3's PanicException derives from BaseException
                 if type(e).__name__ != "PanicException" or time.monotonic() > deadline:
                     raise
