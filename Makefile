@@ -19,7 +19,7 @@ VERSION  := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
 ENVS     := $(basename $(notdir $(wildcard values/*.yaml)))
 PYTEST_ARGS ?=
 
-.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench cluster cluster-down prometheus dynamo-runtime e2e kvbm-bundle kvbm-gpu clean
+.PHONY: all help deps venv tools generate check lint render package image image-test push push-chart push-image require-registry test bench cluster cluster-down prometheus dynamo-runtime dashboard-look e2e kvbm-bundle kvbm-gpu clean
 
 all: generate check lint render package ## Generate, check, lint, render every environment and package
 
@@ -124,6 +124,11 @@ e2e: .tools/.helm cluster dynamo-runtime prometheus ## helm install, upgrade, te
 
 bench: .tools/.helm cluster dynamo-runtime ## Time rendering, each hook step and a release's install/upgrade/uninstall; prints a table
 	$(PYTHON) -m hack.bench
+
+# Not part of the test suite: it redraws the chart README's picture. Chromium is installed on first use only.
+dashboard-look: .tools/.helm dynamo-runtime prometheus ## Draw the serving dashboard with real data (the Dynamo runtime, a real Prometheus, headless chromium) into docs/serving-dashboard.png
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	$(PYTHON) -m hack.dashboard_look
 
 KVBM_VERSIONS ?=
 KVBM_BUNDLE   := build/kvbm-gpu

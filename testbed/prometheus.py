@@ -141,6 +141,10 @@ class Prometheus:
         """The instant vector (or scalar) result of a query, now."""
         return self.api("query", query=expr)["result"]
 
+    def query_range(self, expr, start, end, step):
+        """The range vector result of a query: [{"metric": labels, "values": [[time, "value"], ...]}]."""
+        return self.api("query_range", query=expr, start=start, end=end, step=step)["result"]
+
     def names(self):
         return set(self.api("label/__name__/values"))
 

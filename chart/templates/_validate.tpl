@@ -11,7 +11,7 @@ The rules of one worker group run for each group, and a group's messages start w
 {{- range $name := include "dynamo-offloading.worker.groupNames" . | fromJsonArray }}
 {{- $g := dict }}
 {{- include "dynamo-offloading.worker.groupContext" (dict "root" $ "name" $name "into" $g) }}
-{{- range $rule := list "workerName" "snapshot" "kvbmTiers" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "kvBlockSize" "startPolicy" }}
+{{- range $rule := list "workerName" "snapshot" "kvbmTiers" "diskWithoutGDS" "diskOnThreefs" "workerNodes" "ports" "startup" "memory" "parallelism" "kvBlockSize" "startPolicy" }}
 {{- range include (printf "dynamo-offloading.validateValues.%s" $rule) $g | splitList "\n" | compact }}
 {{- $messages = append $messages (ternary (printf "worker.groups.%s: %s" $name .) . (ne $name "")) }}
 {{- end }}
@@ -140,6 +140,16 @@ hooks.image.registry: required, the registry the hooks image was pushed to (make
 kvbm.cpuCacheGB, kvbm.diskCacheGB: KVBM needs at least one tier; set --set kvbm.cpuCacheGB=20 and/or --set kvbm.diskCacheGB=50
 {{- else if and (gt $disk 0.0) (lt $disk $cpu) }}
 kvbm.diskCacheGB: the disk tier ({{ .Values.kvbm.diskCacheGB }} GB) is smaller than the CPU tier ({{ .Values.kvbm.cpuCacheGB }} GB); KVBM is write-through, so set kvbm.diskCacheGB >= kvbm.cpuCacheGB
+{{- end }}
+{{- end }}
+
+{{/*
+KVBM 0.9 onboards disk blocks only through GPUDirect Storage and, without it, serves stale KV as a hit.
+*/}}
+{{- define "dynamo-offloading.validateValues.diskWithoutGDS" -}}
+{{- $k := .Values.kvbm }}
+{{- if and (eq (toString .Values.dynamo.release) "0.9") (include "dynamo-offloading.kvbm.tierOn" $k.diskCacheGB) (not $k.allowDiskTierWithoutGDS) }}
+kvbm.diskCacheGB: Dynamo 0.9's KVBM reads its disk tier back into the GPU only through GPUDirect Storage, which 3FS's FUSE mount lacks; without it every disk hit runs the request on stale KV (measured: the chart README's KVBM section, ai-dynamo/dynamo#15079); set --set kvbm.diskCacheGB=0, or --set kvbm.allowDiskTierWithoutGDS=true where the nodes have GPUDirect Storage for {{ $k.diskCacheDir }} or to accept stale disk hits
 {{- end }}
 {{- end }}
 

@@ -210,3 +210,14 @@ def test_notes_warn_of_the_disk_tier_without_gpudirect_storage_on_0_9(env, extra
     notes = helm(4, *args).stdout.split("NOTES:")[1]
     assert ("WARNING: KVBM 0.9.0 reads its disk tier back into the GPU only through GPUDirect Storage" in notes) \
         == warned
+    assert ("kvbm.allowDiskTierWithoutGDS is true" in notes) == warned
+
+
+def test_a_disk_tier_on_0_9_without_gpudirect_storage_is_refused_unless_allowed():
+    """The refusal names the value that allows it and the one that turns the tier off; the CPU tier alone, and
+    1.6, pass."""
+    refused = {"kvbm": {"allowDiskTierWithoutGDS": False}}
+    error = render_error(environment_values("ipoib"), refused)
+    assert "kvbm.allowDiskTierWithoutGDS=true" in error and "kvbm.diskCacheGB=0" in error
+    assert render(environment_values("ipoib"), refused, {"kvbm": {"diskCacheGB": 0}})
+    assert render(environment_values("ipoib-kubernetes"), refused)
