@@ -12,6 +12,8 @@ import json
 import sys
 import tomllib
 
+import pyhelm3.errors
+
 from testbed.helm import NAMESPACE, chart_defaults, environment_values, one, render
 from testbed.runner import expand
 
@@ -73,6 +75,17 @@ def case(line, overrides):
             "startup_budget_s": probe["periodSeconds"] * probe["failureThreshold"]}
 
 
+def refuses_disk_without_gds(line):
+    """Whether the chart refuses the line's disk tier unless kvbm.allowDiskTierWithoutGDS is set."""
+    try:
+        render(environment_values(ENVIRONMENTS[line]), {"kvbm": {"allowDiskTierWithoutGDS": False}})
+    except pyhelm3.errors.Error as err:
+        if "kvbm.allowDiskTierWithoutGDS" not in str(err):
+            raise
+        return True
+    return False
+
+
 def build(lines=ENVIRONMENTS):
     """{line: {case name: case}}, with each line's chart values that the report compares with."""
     built = {}
@@ -80,7 +93,8 @@ def build(lines=ENVIRONMENTS):
         values = environment_values(ENVIRONMENTS[line])
         startup = {**chart_defaults()["worker"]["startup"], **values.get("worker", {}).get("startup", {})}
         built[line] = {"cases": {name: case(line, overrides) for name, overrides in CASES.items()},
-                       "rendered": case(line, {}), "startup": startup}
+                       "rendered": case(line, {}), "startup": startup,
+                       "refuses_disk_without_gds": refuses_disk_without_gds(line)}
     return built
 
 

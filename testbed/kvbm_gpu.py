@@ -407,12 +407,20 @@ class Run:
         m0, m1, m2, m3, m4 = m
         self.row(f"{label}: G1 -> G2 -> G3", f"offload h2d {delta(m1, m0, 'kvbm_offload_blocks_h2d'):g} of 8 "
                  f"after one request (filter off)", delta(m1, m0, "kvbm_offload_blocks_h2d") == 8)
+        matched = third["matched_tokens"] == 8 * evidence["tokens_per_block"]
+        right = matched and not third["wrong_blocks"] and delta(m4, m3, "kvbm_onboard_blocks_d2d") == 8
+        # Where the chart refuses a disk tier without GPUDirect Storage, the run checks that its reason holds:
+        # the prefix matched from disk and onboarded wrong.
+        refused = self.line["refuses_disk_without_gds"]
+        stale = matched and bool(third["wrong_blocks"])
         self.row(f"{label}: G3 -> G1", f"matched {third['matched_tokens']}, {third['loaded_blocks']} blocks, wrong "
                  f"{third['wrong_blocks']}, onboard d2d {delta(m4, m3, 'kvbm_onboard_blocks_d2d'):g}, "
                  f"h2d {delta(m4, m3, 'kvbm_onboard_blocks_h2d'):g}",
-                 third["matched_tokens"] == 8 * evidence["tokens_per_block"] and not third["wrong_blocks"]
-                 and delta(m4, m3, "kvbm_onboard_blocks_d2d") == 8,
-                 f"after {evidence['floods']} x 64 blocks through a {evidence['host_blocks']}-block CPU tier; "
+                 stale if refused else right,
+                 ("the chart refuses this disk tier unless kvbm.allowDiskTierWithoutGDS, "
+                  + ("as the wrong bytes justify; " if stale else "yet the bytes are not stale: review the refusal; ")
+                  if refused else "")
+                 + f"after {evidence['floods']} x 64 blocks through a {evidence['host_blocks']}-block CPU tier; "
                  f"prefill {third['prefill_s'] * 1000:.0f} ms; "
                  f"disk hit rate {m4.get('kvbm_disk_cache_hit_rate', 0):.2f}; "
                  f"KVBM logged: {'; '.join(evidence['transfer_errors']) or 'no transfer error'}")

@@ -100,3 +100,9 @@ def test_each_case_layers_its_values_on_the_seed_s_cluster():
     sparse = kvbm_cases.case("0.9.0", kvbm_cases.CASES["start-sparse"])
     assert "DYN_KVBM_DISK_ZEROFILL_FALLBACK" not in sparse["env"]
     assert sparse["env"]["DYN_KVBM_DISK_CACHE_GB"] == "50"
+
+
+def test_the_run_knows_which_line_s_disk_tier_the_chart_refuses_without_gpudirect_storage():
+    """The GPU run then checks the refusal's reason (stale KV from disk) instead of failing on it."""
+    assert kvbm_cases.refuses_disk_without_gds("0.9.0")
+    assert not kvbm_cases.refuses_disk_without_gds("1.6.1")
