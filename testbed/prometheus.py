@@ -5,15 +5,14 @@ ServiceMonitor and PodMonitor select, configured as the Prometheus Operator woul
 import contextlib
 import json
 import re
-import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 
 import yaml
 
 from hack import prometheus as build
+from testbed import servers
 
 READY_TIMEOUT = 30.0
 QUERY_TIMEOUT = 10.0
@@ -60,12 +59,6 @@ def as_recording_rules(queries):
 def metric_names(exposition):
     """The metric names a Prometheus text exposition declares (# TYPE lines)."""
     return set(re.findall(r"^# TYPE (\S+) ", exposition, re.M))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sanitized(label):
@@ -182,29 +175,19 @@ def running(directory, scrape, rules=None, evaluation_interval="2s"):
         (directory / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
         config["rule_files"] = [str(directory / "rules.yaml")]
     (directory / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    log = open(directory / "prometheus.log", "w")
-    process = subprocess.Popen([binary("prometheus"), f"--config.file={directory / 'prometheus.yml'}",
-                                f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=log, stderr=subprocess.STDOUT)
+    port = servers.free_port()
+    process = servers.Process([binary("prometheus"), f"--config.file={directory / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={directory / 'data'}",
+                               f"--web.listen-address=127.0.0.1:{port}"], directory / "prometheus.log")
     server = Prometheus(f"http://127.0.0.1:{port}")
+
+    def answers():
+        try:
+            return server.api("status/runtimeinfo")
+        except OSError:
+            return None
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            try:
-                server.api("status/runtimeinfo")
-                break
-            except OSError as err:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"prometheus did not start:\n{(directory / 'prometheus.log').read_text()}") \
-                        from err
-                time.sleep(0.2)
+        servers.wait_ready("prometheus", process, answers, READY_TIMEOUT)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        process.stop()

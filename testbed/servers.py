@@ -121,7 +121,8 @@ def _stop_all():
         process.stop()
 
 
-def _wait(what, process, ready, timeout=START_TIMEOUT):
+def wait_ready(what, process, ready, timeout=START_TIMEOUT):
+    """Until ready() is true; RuntimeError with the log's end when the process exits or the time is up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process.alive():
@@ -161,7 +162,7 @@ class Etcd:
             return None
 
     def wait_ready(self, timeout=START_TIMEOUT):
-        _wait(f"etcd {self.name}", self.process, lambda: (self.health() or {}).get("health") == "true", timeout)
+        wait_ready(f"etcd {self.name}", self.process, lambda: (self.health() or {}).get("health") == "true", timeout)
 
     def post(self, path, body, timeout=10.0):
         """POST JSON to the v3 gateway: (HTTP status, JSON answer)."""
@@ -302,7 +303,7 @@ def nats_server(directory, jetstream=True, user=None, password=None, tls=None, h
     try:
         # A handshake-first server says nothing until TLS: wait for its port only.
         ready = (lambda: _accepts(port, host)) if handshake_first else (lambda: _sends_info(port, host))
-        _wait("nats-server", process, ready)
+        wait_ready("nats-server", process, ready)
         yield Nats(f"{'tls' if tls else 'nats'}://{host}:{port}", port, str(config), process, host)
     finally:
         process.stop()

@@ -3,10 +3,9 @@
 import contextlib
 import pathlib
 import subprocess
-import time
 import urllib.request
 
-from testbed.servers import free_port
+from testbed.servers import Process, free_port, wait_ready
 from tests.helm import ROOT
 
 REGISTRY = "/usr/bin/docker-registry"
@@ -36,22 +35,12 @@ def registry(directory, start_timeout=15.0):
     port = free_port()
     config = directory / "config.yml"
     config.write_text(CONFIG.format(root=directory / "data", port=port))
-    with open(directory / "registry.log", "w") as log:
-        process = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    process = Process([REGISTRY, "serve", str(config)], directory / "registry.log")
     try:
-        deadline = time.monotonic() + start_timeout
-        while not answers(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"docker-registry did not start: {(directory / 'registry.log').read_text()}")
-            time.sleep(0.1)
+        wait_ready("docker-registry", process, lambda: answers(port), start_timeout)
         yield f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()
 
 
 @contextlib.contextmanager
