@@ -106,9 +106,8 @@ def exposition(port):
         return reply.read().decode()
 
 
-def metrics(port):
-    """KVBM's kvbm_* samples, by name."""
-    text = exposition(port)
+def samples(text):
+    """KVBM's kvbm_* samples of an exposition, by name."""
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(kvbm_[a-z0-9_]+)(?:\{[^}]*\})? (\S+)$", text, re.M)}
 
 
@@ -217,8 +216,11 @@ class Worker:
         check("error" not in answer, f"{request['op']}: {answer.get('error')}")
         return answer
 
+    def exposition(self):
+        return exposition(self.env["DYN_KVBM_METRICS_PORT"])
+
     def metrics(self):
-        return metrics(self.env["DYN_KVBM_METRICS_PORT"])
+        return samples(self.exposition())
 
     def kill(self):
         if self.process and self.process.poll() is None:
@@ -380,10 +382,10 @@ class Run:
                 m3 = worker.metrics()
                 third = worker.ask({"op": "prefill", "tokens": p0})
                 time.sleep(1.0)
-                m4 = worker.metrics()
-                # KVBM's metrics as Prometheus scrapes them, for the KVBM dashboard's and alerts' queries
-                (self.out / f"kvbm-exposition-{self.version}.txt").write_text(
-                    exposition(worker.env["DYN_KVBM_METRICS_PORT"]))
+                # kept as Prometheus scrapes it, for the KVBM dashboard's and alerts' queries
+                last = worker.exposition()
+                (self.out / f"kvbm-exposition-{self.version}.txt").write_text(last)
+                m4 = samples(last)
                 flags = cache_file_flags(worker.process.pid)
         evidence = {"requests": [first, second, third], "metrics": [m0, m1, m2, m3, m4],
                     "cache_fd_flags": [oct(f) for f in flags], "direct": [bool(f & os.O_DIRECT) for f in flags],
