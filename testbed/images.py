@@ -18,6 +18,7 @@ import pathlib
 import sys
 
 from hack import dynamo_runtime
+from testbed.engine_shim import python_shims
 from testbed.helm import ROOT, chart_defaults
 
 
@@ -68,26 +69,8 @@ def serving(values, workdir):
 def dynamo(tag, workdir):
     """The Dynamo runtime image of this tag: the release that stands for it (hack/dynamo_runtime.py)."""
     venv = dynamo_runtime.for_image(tag)
-    return Image("dynamo", path=(str(dynamo_shims(venv, workdir)), str(venv / "bin")))
-
-
-def dynamo_shims(venv, workdir):
-    """A directory holding the image's `python3` (and `python`): the Dynamo venv's interpreter, but for
-    `-m dynamo.trtllm`, which runs the stand-in engine with the same arguments."""
-    shims = workdir / f"{venv.name}-bin"
-    shims.mkdir(parents=True, exist_ok=True)
-    python = venv / "bin" / "python"
-    script = (f"#!/bin/sh\n"
-              f"# python3 of the Dynamo runtime image, as the cluster tests run it: TensorRT-LLM cannot run here.\n"
-              f'if [ "$1" = -m ] && [ "$2" = dynamo.trtllm ]; then\n'
-              f'  shift 2\n'
-              f'  exec {python} {ROOT / "testbed" / "trtllm_standin.py"} "$@"\n'
-              f"fi\n"
-              f'exec {python} "$@"\n')
-    for name in ("python3", "python"):
-        (shims / name).write_text(script)
-        (shims / name).chmod(0o755)
-    return shims
+    shims = python_shims(workdir / f"{venv.name}-bin", venv / "bin" / "python", ROOT / "testbed" / "trtllm_standin.py")
+    return Image("dynamo", path=(str(shims), str(venv / "bin")))
 
 
 def fuse_client(workdir):

@@ -39,11 +39,13 @@ import time
 import urllib.request
 
 from testbed import fusefs
+from testbed.engine_shim import python_shims
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "build" / "kvbm-gpu"
 WORK = pathlib.Path("/var/tmp/kvbm-gpu")
 SOCKET = WORK / "engine.sock"
+STANDIN = ROOT / "testbed" / "kvbm_standin.py"
 MODEL_DIR = WORK / "model"
 # Qwen/Qwen3-8B's config.json (the seed's model), as far as the KV cache's shape goes: 36 layers, 8 KV heads of
 # 128, bfloat16, so 4.7 MB a 32-token block.
@@ -86,18 +88,6 @@ def unpack(version):
 def fuse_env(fuse):
     """What the tests' FUSE daemon needs to load fusepy and libfuse2 from the bundle."""
     return {"FUSE_LIBRARY_PATH": str(fuse / "lib" / "libfuse.so.2")}
-
-
-def shims():
-    """python3 of the worker image: the machine's own, but `-m dynamo.trtllm` runs the KVBM stand-in."""
-    path = WORK / "bin"
-    path.mkdir(parents=True, exist_ok=True)
-    python = shutil.which("python3")
-    script = (f'#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = dynamo.trtllm ]; then\n  shift 2\n'
-              f'  exec {python} {ROOT / "testbed" / "kvbm_standin.py"} "$@"\nfi\nexec {python} "$@"\n')
-    (path / "python3").write_text(script)
-    (path / "python3").chmod(0o755)
-    return path
 
 
 def exposition(port):
@@ -186,10 +176,11 @@ class Worker:
         (handoff / "worker.env").write_text(f"MODEL_PATH={MODEL_DIR}\nexport MODEL_PATH\n")
         if SOCKET.exists():
             SOCKET.unlink()
-        env = {"PATH": f"{shims()}:{os.environ['PATH']}", "HOME": "/root", **self.runtime_env, **self.env,
+        shims = python_shims(WORK / "bin", shutil.which("python3"), STANDIN)
+        env = {"PATH": f"{shims}:{os.environ['PATH']}", "HOME": "/root", **self.runtime_env, **self.env,
                "KVBM_STANDIN_SOCKET": str(SOCKET), "PYTHONUNBUFFERED": "1"}
         if self.local:
-            argv = [shutil.which("python3"), str(ROOT / "testbed" / "kvbm_standin.py"), f"--model-path={MODEL_DIR}",
+            argv = [shutil.which("python3"), str(STANDIN), f"--model-path={MODEL_DIR}",
                     *self.case["argv"][1:]]
         else:
             argv = [*self.case["shell"], self.case["script"], *self.case["argv"]]
