@@ -40,7 +40,8 @@ import threading
 import time
 import types
 
-from testbed.trtllm_standin import stub_modules  # stdlib only, as this module: the GPU machine has PyTorch alone
+# stdlib only, as this module: the GPU machine has PyTorch alone
+from testbed.trtllm_standin import chained_block_hashes, stub_modules
 
 DEFAULT_DEVICE_TOKENS = 8192
 POISON = -21846  # 0xAAAA in every int16 lane of a block a request is given
@@ -139,6 +140,8 @@ class RequestData:
     computed_position: int
     num_scheduled_tokens: int
     priorities: list = None
+    # The chain of hashes of the request's full blocks, those its KV cache events report. KVBM 1.6 publishes its
+    # blocks under them and panics when their count is not its own count of full blocks; 0.9 reads none.
     block_hashes: list = dataclasses.field(default_factory=list)
 
 
@@ -322,7 +325,8 @@ class KvbmEngine:
         # TensorRT-LLM leaves the connector's tokens out of a request's first scheduler output, unless they were
         # loaded asynchronously in an earlier iteration (kv_cache_connector.py, build_scheduler_output).
         computed = matched if is_async else 0
-        new = RequestData(request.request_id, list(tokens), list(block_ids), computed, len(tokens) - matched)
+        new = RequestData(request.request_id, list(tokens), list(block_ids), computed, len(tokens) - matched,
+                          block_hashes=event_block_hashes(tokens, bs))
         self._step(SchedulerOutput(new_requests=[new]))
         loaded = matched // bs
         self._forward(request, block_ids, loaded)
@@ -336,6 +340,12 @@ class KvbmEngine:
                 "async_load": bool(is_async), "loaded_blocks": loaded, "wrong_blocks": wrong,
                 "async_save": bool(saving), "prefill_s": round(prefill_s, 4),
                 "total_s": round(time.monotonic() - started, 4)}
+
+
+def event_block_hashes(tokens, tokens_per_block):
+    """The block hashes TensorRT-LLM's KV cache manager gives a request's full blocks: unsigned (size_t), kept
+    below 2**63 here so that they convert to a signed as well as an unsigned 64-bit integer."""
+    return [h & (1 << 63) - 1 for h in chained_block_hashes(tokens, tokens_per_block)]
 
 
 def serve(path, engine, ready):
@@ -368,14 +378,16 @@ def serve(path, engine, ready):
         return {"error": f"unknown op {request['op']!r}"}
 
     def connection(conn):
-        with conn, conn.makefile("rw") as f:
-            for line in f:
+        with conn, conn.makefile("r") as lines:
+            for line in lines:
                 try:
                     reply = answer(json.loads(line))
-                except Exception as e:  # the request's failure goes back to the caller, the engine stays up
+                except BaseException as e:  # a KVBM panic too (pyo3's PanicException): the caller learns of it
                     reply = {"error": f"{type(e).__name__}: {e}"}
-                f.write(json.dumps(reply) + "\n")
-                f.flush()
+                try:
+                    conn.sendall((json.dumps(reply) + "\n").encode())
+                except (BrokenPipeError, ConnectionResetError):  # a status poll that stopped waiting
+                    return
 
     def accept():
         while True:

@@ -106,3 +106,80 @@ def test_the_run_knows_which_line_s_disk_tier_the_chart_refuses_without_gpudirec
     """The GPU run then checks the refusal's reason (stale KV from disk) instead of failing on it."""
     assert kvbm_cases.refuses_disk_without_gds("0.9.0")
     assert not kvbm_cases.refuses_disk_without_gds("1.6.1")
+
+
+def test_a_request_s_block_hashes_name_its_full_blocks_by_their_prefix():
+    """KVBM 1.6 takes one hash per full block of the request (it panics on any other count) and publishes the
+    blocks under them, so a block's hash must depend on everything before it, as TensorRT-LLM's chain does."""
+    prompt = list(range(100))
+    hashes = kvbm_standin.event_block_hashes(prompt, 32)
+    assert len(hashes) == 3  # the 4 tokens past the third block fill no block
+    assert all(0 <= h < 1 << 63 for h in hashes)
+    assert len(set(hashes)) == 3
+    other_first_block = [7] * 32 + prompt[32:]
+    assert kvbm_standin.event_block_hashes(other_first_block, 32)[1] != hashes[1]
+    assert kvbm_standin.event_block_hashes(prompt[:64], 32) == hashes[:2]
+
+
+class PanicException(BaseException):
+    """Named as pyo3 names a Rust panic raised into Python, which derives from BaseException."""
+
+
+class Engine:
+    def prefill(self, tokens):
+        raise PanicException("slot_manager not initialized")
+
+
+def ask(path, request, timeout=5):
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(str(path))
+        conn.sendall((json.dumps(request) + "\n").encode())
+        return json.loads(conn.makefile("r").readline())
+
+
+def test_a_kvbm_panic_while_serving_reaches_the_caller_as_an_error(tmp_path):
+    import threading
+
+    path = tmp_path / "standin.sock"
+    ready = threading.Event()
+    ready.error = None
+    kvbm_standin.serve(str(path), [Engine()], ready)
+    ready.set()
+    assert ask(path, {"op": "prefill", "tokens": [1, 2, 3]}) == {
+        "error": "PanicException: slot_manager not initialized"}
+    # the engine is still served
+    assert ask(path, {"op": "nothing"}) == {"error": "unknown op 'nothing'"}
+
+
+def test_a_status_poll_that_gave_up_leaves_no_error_behind(tmp_path, monkeypatch):
+    """While KVBM allocates it holds the GIL, so the run's status polls give up before the answer comes."""
+    import socket
+    import threading
+    import time
+
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    path = tmp_path / "standin.sock"
+    ready = threading.Event()
+    ready.error = None
+    gil_held = threading.Lock()
+    gil_held.acquire()
+
+    class Starting:
+        @property
+        def timings(self):
+            with gil_held:
+                return {}
+
+    kvbm_standin.serve(str(path), [Starting()], ready)
+    ready.set()
+    for _ in range(3):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(path))
+            conn.sendall(b'{"op": "status"}\n')
+    gil_held.release()
+    time.sleep(0.5)
+    assert failures == []
