@@ -404,7 +404,7 @@ class Run:
         right = matched and not third["wrong_blocks"] and delta(m4, m3, "kvbm_onboard_blocks_d2d") == 8
         # Where the chart refuses a disk tier without GPUDirect Storage, the run checks that its reason holds:
         # the prefix matched from disk and onboarded wrong.
-        refused = self.line["refuses_disk_without_gds"]
+        refused = self.line["refuses_disk_without_gds"]["local" if local else "3fs"]
         stale = matched and bool(third["wrong_blocks"])
         self.row(f"{label}: G3 -> G1", f"matched {third['matched_tokens']}, {third['loaded_blocks']} blocks, wrong "
                  f"{third['wrong_blocks']}, onboard d2d {delta(m4, m3, 'kvbm_onboard_blocks_d2d'):g}, "

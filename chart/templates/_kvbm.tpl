@@ -32,6 +32,16 @@ A tier's size in GB as a float; null counts as 0. Context: the value.
 {{- end }}
 
 {{/*
+"true" when KVBM without GPUDirect Storage reads the disk tier back into the GPU as stale KV, else "": measured
+(make kvbm-gpu) on Dynamo 0.9 wherever the tier is, and on 1.6 on a local filesystem but not on FUSE.
+*/}}
+{{- define "dynamo-offloading.kvbm.diskReadsStale" -}}
+{{- if include "dynamo-offloading.kvbm.tierOn" .Values.kvbm.diskCacheGB }}
+{{- if or (eq (toString .Values.dynamo.release) "0.9") (include "dynamo-offloading.kvbm.diskOnLocalDisk" .) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Effective value of a presence-tested KVBM switch: the value when set, else on when the disk
 tier is on 3FS (FUSE has no working O_DIRECT path for KVBM).
 Context: (dict "root" $ "value" .Values.kvbm.diskDisableODirect).

@@ -144,12 +144,17 @@ kvbm.diskCacheGB: the disk tier ({{ .Values.kvbm.diskCacheGB }} GB) is smaller t
 {{- end }}
 
 {{/*
-KVBM 0.9 onboards disk blocks only through GPUDirect Storage and, without it, serves stale KV as a hit.
+Where KVBM, without GPUDirect Storage, reads its disk tier back into the GPU as stale KV (kvbm.diskReadsStale).
 */}}
 {{- define "dynamo-offloading.validateValues.diskWithoutGDS" -}}
 {{- $k := .Values.kvbm }}
-{{- if and (eq (toString .Values.dynamo.release) "0.9") (include "dynamo-offloading.kvbm.tierOn" $k.diskCacheGB) (not $k.allowDiskTierWithoutGDS) }}
-kvbm.diskCacheGB: Dynamo 0.9's KVBM reads its disk tier back into the GPU only through GPUDirect Storage, which 3FS's FUSE mount lacks; without it every disk hit runs the request on stale KV (measured: the chart README's KVBM section, ai-dynamo/dynamo#15079); set --set kvbm.diskCacheGB=0, or --set kvbm.allowDiskTierWithoutGDS=true where the nodes have GPUDirect Storage for {{ $k.diskCacheDir }} or to accept stale disk hits
+{{- if and (include "dynamo-offloading.kvbm.diskReadsStale" .) (not $k.allowDiskTierWithoutGDS) }}
+{{- $ways := printf "set --set kvbm.diskCacheGB=0, or --set kvbm.allowDiskTierWithoutGDS=true where the nodes have GPUDirect Storage for %s or to accept stale disk hits" $k.diskCacheDir }}
+{{- if eq (toString .Values.dynamo.release) "0.9" }}
+kvbm.diskCacheGB: Dynamo 0.9's KVBM reads its disk tier back into the GPU only through GPUDirect Storage, which 3FS's FUSE mount lacks; without it every disk hit runs the request on stale KV (measured: the chart README's KVBM section, ai-dynamo/dynamo#15079); {{ $ways }}
+{{- else }}
+kvbm.diskCacheDir: {{ $k.diskCacheDir }} is a local disk tier, and Dynamo 1.6's KVBM, without GPUDirect Storage, read a disk tier on a local filesystem back into the GPU as stale KV (its GPUDirect Storage file registration failed; measured: the chart README's KVBM section), while on a FUSE mount as 3FS's it read right; put the disk tier on 3FS (threefs.enabled, kvbm.diskCacheDir under its mountpoint), or {{ $ways }}
+{{- end }}
 {{- end }}
 {{- end }}
 

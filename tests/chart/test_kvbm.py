@@ -197,27 +197,45 @@ def test_disk_offload_filter_irrelevant_without_a_disk_tier():
     assert FILTER_OFF not in kvbm_env(ON_3FS, {"kvbm": {"diskCacheGB": 0, "diskOffloadFilter": False}})
 
 
-@pytest.mark.parametrize("env,extra,warned", [
-    ("ipoib", [], True),  # Dynamo 0.9 with the disk tier on 3FS
-    ("ipoib", ["--set", "kvbm.diskCacheGB=0"], False),
-    ("ipoib-kubernetes", [], False)])  # 1.6: not measured, so no claim
-def test_notes_warn_of_the_disk_tier_without_gpudirect_storage_on_0_9(env, extra, warned):
-    """make kvbm-gpu: KVBM 0.9.0's disk-to-GPU transfer failed without GPUDirect Storage, and the request was
-    reported loaded with the GPU blocks unwritten. Helm 4's client dry run renders NOTES.txt without a cluster."""
+ON_1_6 = ["--set", "dynamo.release=1.6"]
+
+
+@pytest.mark.parametrize("env,extra,warning", [
+    ("ipoib", [], "KVBM 0.9.0 reads its disk tier back into the GPU only through GPUDirect Storage"),  # on 3FS
+    ("ipoib", ["--set", "kvbm.diskCacheGB=0"], None),
+    ("ipoib-kubernetes", [], None),  # 1.6 on 3FS: read right
+    ("standalone", ON_1_6, "the disk tier is on a local filesystem, from which KVBM 1.6.1"),
+    ("standalone", [], "KVBM 0.9.0 reads its disk tier back")])
+def test_notes_warn_of_a_disk_tier_read_back_stale_without_gpudirect_storage(env, extra, warning):
+    """make kvbm-gpu: without GPUDirect Storage KVBM's disk-to-GPU transfer failed, on 0.9.0 everywhere and on
+    1.6.1 from a local filesystem, and the request was reported loaded with the GPU blocks unwritten. Helm 4's
+    client dry run renders NOTES.txt without a cluster."""
     from tests.helm import CHART, ROOT, helm
 
     args = ["install", "dynamo", str(CHART), "--dry-run=client", "-f", str(ROOT / f"values/{env}.yaml"), *extra]
-    notes = helm(4, *args).stdout.split("NOTES:")[1]
-    assert ("WARNING: KVBM 0.9.0 reads its disk tier back into the GPU only through GPUDirect Storage" in notes) \
-        == warned
-    assert ("kvbm.allowDiskTierWithoutGDS is true" in notes) == warned
+    notes = " ".join(helm(4, *args).stdout.split("NOTES:")[1].split())
+    assert ("kvbm.allowDiskTierWithoutGDS is true" in notes) == bool(warning)
+    if warning:
+        assert f"WARNING: {warning}" in notes
 
 
 def test_a_disk_tier_on_0_9_without_gpudirect_storage_is_refused_unless_allowed():
     """The refusal names the value that allows it and the one that turns the tier off; the CPU tier alone, and
-    1.6, pass."""
+    1.6 on 3FS, pass."""
     refused = {"kvbm": {"allowDiskTierWithoutGDS": False}}
     error = render_error(environment_values("ipoib"), refused)
     assert "kvbm.allowDiskTierWithoutGDS=true" in error and "kvbm.diskCacheGB=0" in error
     assert render(environment_values("ipoib"), refused, {"kvbm": {"diskCacheGB": 0}})
     assert render(environment_values("ipoib-kubernetes"), refused)
+
+
+def test_a_local_disk_tier_on_1_6_without_gpudirect_storage_is_refused_unless_allowed():
+    """KVBM 1.6.1 read a local filesystem's disk tier back stale: the refusal names the directory and the ways out,
+    3FS among them."""
+    refused = {"dynamo": {"release": "1.6"}, "kvbm": {"allowDiskTierWithoutGDS": False}}
+    error = render_error(environment_values("standalone"), refused)
+    assert "kvbm.diskCacheDir: /var/cache/kvbm is a local disk tier" in error
+    assert "threefs.enabled" in error and "kvbm.allowDiskTierWithoutGDS=true" in error \
+        and "kvbm.diskCacheGB=0" in error
+    assert render(environment_values("standalone"), refused, {"kvbm": {"diskCacheGB": 0}})
+    assert render(environment_values("standalone"), refused, {"kvbm": {"allowDiskTierWithoutGDS": True}})

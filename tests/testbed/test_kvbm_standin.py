@@ -103,9 +103,11 @@ def test_each_case_layers_its_values_on_the_seed_s_cluster():
 
 
 def test_the_run_knows_which_line_s_disk_tier_the_chart_refuses_without_gpudirect_storage():
-    """The GPU run then checks the refusal's reason (stale KV from disk) instead of failing on it."""
-    assert kvbm_cases.refuses_disk_without_gds("0.9.0")
+    """The GPU run then checks the refusal's reason (stale KV from disk) instead of failing on it: 0.9's disk tier
+    everywhere, 1.6's only on a host directory (its comparison run), not on 3FS."""
+    assert kvbm_cases.refuses_disk_without_gds("0.9.0") and kvbm_cases.refuses_disk_without_gds("0.9.0", local=True)
     assert not kvbm_cases.refuses_disk_without_gds("1.6.1")
+    assert kvbm_cases.refuses_disk_without_gds("1.6.1", local=True)
 
 
 def test_a_request_s_block_hashes_name_its_full_blocks_by_their_prefix():
