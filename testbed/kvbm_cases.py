@@ -76,17 +76,16 @@ def case(line, overrides):
             "startup_budget_s": probe["periodSeconds"] * probe["failureThreshold"]}
 
 
-# The run's comparison backing: the same worker with its disk tier on a host directory instead of 3FS.
-LOCAL_DISK = {"threefs": {"enabled": False}, "kvbm": {"diskCacheDir": "/var/cache/kvbm"}}
+# Where the run puts the disk tier: the rendered 3FS mount, and for comparison the same worker with its disk tier
+# on a host directory instead.
+BACKINGS = {"3fs": {}, "local": {"threefs": {"enabled": False}, "kvbm": {"diskCacheDir": "/var/cache/kvbm"}}}
 
 
-def refuses_disk_without_gds(line, local=False):
-    """Whether the chart refuses the line's disk tier, on 3FS or (local) on a host directory, unless
-    kvbm.allowDiskTierWithoutGDS is set."""
-    values = environment_values(ENVIRONMENTS[line])
-    disallowed = {"kvbm": {"allowDiskTierWithoutGDS": False}}
+def refuses_disk_without_gds(line, backing="3fs"):
+    """Whether the chart refuses the line's disk tier on that backing unless kvbm.allowDiskTierWithoutGDS is set."""
     try:
-        render(values, LOCAL_DISK if local else {}, disallowed)
+        render(environment_values(ENVIRONMENTS[line]), BACKINGS[backing],
+               {"kvbm": {"allowDiskTierWithoutGDS": False}})
     except pyhelm3.errors.Error as err:
         if "kvbm.allowDiskTierWithoutGDS" not in str(err):
             raise
@@ -102,8 +101,8 @@ def build(lines=ENVIRONMENTS):
         startup = {**chart_defaults()["worker"]["startup"], **values.get("worker", {}).get("startup", {})}
         built[line] = {"cases": {name: case(line, overrides) for name, overrides in CASES.items()},
                        "rendered": case(line, {}), "startup": startup,
-                       "refuses_disk_without_gds": {backing: refuses_disk_without_gds(line, backing == "local")
-                                                    for backing in ("3fs", "local")}}
+                       "refuses_disk_without_gds": {backing: refuses_disk_without_gds(line, backing)
+                                                    for backing in BACKINGS}}
     return built
 
 

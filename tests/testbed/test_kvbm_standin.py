@@ -3,7 +3,10 @@ worker arguments, environment and engine config as the stand-in reads them. The 
 tests/testbed/test_kvbm_gpu.py."""
 
 import json
+import socket
 import sys
+import threading
+import time
 
 import pytest
 
@@ -105,9 +108,9 @@ def test_each_case_layers_its_values_on_the_seed_s_cluster():
 def test_the_run_knows_which_line_s_disk_tier_the_chart_refuses_without_gpudirect_storage():
     """The GPU run then checks the refusal's reason (stale KV from disk) instead of failing on it: 0.9's disk tier
     everywhere, 1.6's only on a host directory (its comparison run), not on 3FS."""
-    assert kvbm_cases.refuses_disk_without_gds("0.9.0") and kvbm_cases.refuses_disk_without_gds("0.9.0", local=True)
-    assert not kvbm_cases.refuses_disk_without_gds("1.6.1")
-    assert kvbm_cases.refuses_disk_without_gds("1.6.1", local=True)
+    assert kvbm_cases.refuses_disk_without_gds("0.9.0", "3fs") and kvbm_cases.refuses_disk_without_gds("0.9.0", "local")
+    assert not kvbm_cases.refuses_disk_without_gds("1.6.1", "3fs")
+    assert kvbm_cases.refuses_disk_without_gds("1.6.1", "local")
 
 
 def test_a_request_s_block_hashes_name_its_full_blocks_by_their_prefix():
@@ -133,8 +136,6 @@ class Engine:
 
 
 def ask(path, request, timeout=5):
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         conn.connect(str(path))
@@ -142,14 +143,18 @@ def ask(path, request, timeout=5):
         return json.loads(conn.makefile("r").readline())
 
 
-def test_a_kvbm_panic_while_serving_reaches_the_caller_as_an_error(tmp_path):
-    import threading
-
+def serving(tmp_path, engine):
+    """The stand-in's socket answering for `engine`, started as main() starts it: the socket's path."""
     path = tmp_path / "standin.sock"
     ready = threading.Event()
     ready.error = None
-    kvbm_standin.serve(str(path), [Engine()], ready)
+    kvbm_standin.serve(str(path), [engine], ready)
     ready.set()
+    return path
+
+
+def test_a_kvbm_panic_while_serving_reaches_the_caller_as_an_error(tmp_path):
+    path = serving(tmp_path, Engine())
     assert ask(path, {"op": "prefill", "tokens": [1, 2, 3]}) == {
         "error": "PanicException: slot_manager not initialized"}
     # the engine is still served
@@ -158,15 +163,8 @@ def test_a_kvbm_panic_while_serving_reaches_the_caller_as_an_error(tmp_path):
 
 def test_a_status_poll_that_gave_up_leaves_no_error_behind(tmp_path, monkeypatch):
     """While KVBM allocates it holds the GIL, so the run's status polls give up before the answer comes."""
-    import socket
-    import threading
-    import time
-
     failures = []
     monkeypatch.setattr(threading, "excepthook", failures.append)
-    path = tmp_path / "standin.sock"
-    ready = threading.Event()
-    ready.error = None
     gil_held = threading.Lock()
     gil_held.acquire()
 
@@ -176,8 +174,7 @@ def test_a_status_poll_that_gave_up_leaves_no_error_behind(tmp_path, monkeypatch
             with gil_held:
                 return {}
 
-    kvbm_standin.serve(str(path), [Starting()], ready)
-    ready.set()
+    path = serving(tmp_path, Starting())
     for _ in range(3):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(str(path))
